@@ -1,0 +1,5 @@
+"""Allows `python -m snapfs`."""
+
+from snapfs.cli.main import main
+
+raise SystemExit(main())

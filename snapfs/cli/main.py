@@ -1,0 +1,98 @@
+"""Entry point: builds the parser, runs one command, maps every outcome to an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from snapfs import __version__
+from snapfs.cli import commands
+from snapfs.errors import EXIT_FAILURE, SnapfsError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno == logging.INFO else record.levelname.lower() + ": "
+        return f"snapfs: {level}{record.getMessage()}"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-r", "--repo", help="repository path or URL (default: $SNAPFS_REPO)")
+    p.add_argument("--password-file", help="read the password from this file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snapfs",
+        description="Deduplicated, compressed, encrypted backups whose restore is browsing.",
+    )
+    parser.add_argument("--version", action="version", version=f"snapfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("init", commands.cmd_init, "create a new repository")
+    p.add_argument("--compression", type=int, default=3, help="zstd level, 0 = off (default 3)")
+    p.add_argument("--pack-size", type=int, default=16, help="target pack size in MiB")
+
+    p = add("snapshot", commands.cmd_snapshot, "back up files and directories")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--tag", action="append", default=[], help="add a tag (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    p.add_argument("--exclude-file", action="append", default=[], metavar="FILE")
+    p.add_argument(
+        "--one-file-system", action="store_true", help="stay on the sources' file systems"
+    )
+    p.add_argument("--host", help="host name recorded in the snapshot")
+
+    add("snapshots", commands.cmd_snapshots, "list snapshots")
+
+    p = add("ls", commands.cmd_ls, "list the files of a snapshot")
+    p.add_argument("snapshot", metavar="SNAP[:PATH]")
+
+    p = add("restore", commands.cmd_restore, "restore files from a snapshot")
+    p.add_argument("snapshot", metavar="SNAP[:PATH]")
+    p.add_argument("-t", "--target", required=True, metavar="DIR")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if os.environ.get("SNAPFS_DEBUG") else logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except SnapfsError as e:
+        logging.getLogger("snapfs").error("%s", e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        logging.getLogger("snapfs").error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_FAILURE
+    except OSError as e:
+        logging.getLogger("snapfs").error("%s", e)
+        return EXIT_FAILURE
+    except Exception as e:
+        if os.environ.get("SNAPFS_DEBUG"):
+            traceback.print_exc()
+        logging.getLogger("snapfs").error(
+            "internal error: %s: %s (set SNAPFS_DEBUG=1 for details)", type(e).__name__, e
+        )
+        return EXIT_FAILURE
+    return code

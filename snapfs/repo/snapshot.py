@@ -1,0 +1,61 @@
+"""Snapshot manifests: the small record that makes a snapshot exist.
+
+A manifest is written last, after every pack and index file it depends on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from snapfs.errors import FormatError
+
+
+@dataclass(slots=True)
+class Snapshot:
+    time_ns: int
+    host: str
+    username: str
+    paths: list[str]
+    tree: bytes
+    tags: list[str] = field(default_factory=list)
+    parent: bytes | None = None
+    excludes: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    program_version: str = ""
+    id: bytes = b""
+
+    @property
+    def short_id(self) -> str:
+        return self.id.hex()[:8]
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.time_ns / 1e9, tz=UTC)
+
+    def time_text(self) -> str:
+        return self.time.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        del d["id"]
+        d["version"] = 1
+        d["time"] = self.time.isoformat().replace("+00:00", "Z")
+        d["tree"] = self.tree.hex()
+        d["parent"] = self.parent.hex() if self.parent else None
+        return json.dumps(d, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, snapshot_id: bytes) -> Snapshot:
+        try:
+            d = json.loads(data)
+            if d.pop("version", None) != 1:
+                raise FormatError("unsupported snapshot version")
+            d.pop("time", None)
+            d["tree"] = bytes.fromhex(d["tree"])
+            d["parent"] = bytes.fromhex(d["parent"]) if d.get("parent") else None
+            return cls(**d, id=snapshot_id)
+        except (ValueError, TypeError, KeyError) as e:
+            raise FormatError(f"snapshot manifest is malformed: {e}") from None

@@ -1,0 +1,1 @@
+"""Restoring a snapshot (or part of one) into a local directory."""

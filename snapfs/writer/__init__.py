@@ -1,0 +1,1 @@
+"""The snapshot writer: walker → bounded pipeline → packs, index, trees, manifest."""

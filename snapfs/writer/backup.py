@@ -1,0 +1,333 @@
+"""One snapshot run: walk the sources in a walker thread, store chunks through the
+BlobSaver, and assemble directory trees bottom-up in the calling thread.
+
+The walker emits each directory after all of its subdirectories (post-order) into a
+bounded queue, so the tree builder never waits for a directory it has not yet seen and
+memory holds only the directories in that queue, not the whole source tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import os
+import queue
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from snapfs.chunker import Chunker
+from snapfs.errors import UsageError
+from snapfs.repo.repository import Repository
+from snapfs.repo.snapshot import Snapshot
+from snapfs.repo.tree import DIR, FILE, SYMLINK, Node, encode_tree
+from snapfs.writer.filescache import Content, FilesCache, Fingerprint, fingerprint
+from snapfs.writer.saver import BlobSaver, Saved, SaverLimits
+from snapfs.writer.walker import Excludes, list_dir, node_from_stat, open_for_reading
+
+log = logging.getLogger(__name__)
+
+QUEUE_DIRS = 64
+READ_BLOCK = 1 << 20
+
+
+@dataclass(slots=True)
+class Summary:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    dirs: int = 0
+    total_files: int = 0
+    total_bytes: int = 0
+    bytes_read: int = 0
+    bytes_added: int = 0
+    errors: int = 0
+    duration: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupOptions:
+    tags: tuple[str, ...] = ()
+    excludes: Excludes = field(default_factory=Excludes)
+    one_file_system: bool = False
+    host: str = field(default_factory=socket.gethostname)
+    limits: SaverLimits = field(default_factory=SaverLimits)
+
+
+@dataclass(slots=True)
+class _File:
+    node: Node
+    path: bytes
+    fp: Fingerprint
+    futures: list[Future[Saved]] | None  # None: content reused from the files cache
+    new: bool
+
+
+@dataclass(slots=True)
+class _DirJob:
+    node: Node
+    children: list[Node] = field(default_factory=list)
+    files: list[_File] = field(default_factory=list)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+_LEAF: dict[bytes, Any] = {}
+
+
+def source_paths(paths: list[str]) -> list[bytes]:
+    """Absolute, normalised, existing sources; a path inside another one is dropped."""
+    out: list[bytes] = []
+    for p in paths:
+        ap = os.path.abspath(os.fsencode(p))
+        if not os.path.lexists(ap):
+            raise UsageError(f"source path {p} does not exist")
+        out.append(ap)
+    out.sort()
+    kept: list[bytes] = []
+    for src in out:
+        if not any(src == k or src.startswith(k.rstrip(b"/") + b"/") for k in kept):
+            kept.append(src)
+    return kept
+
+
+def _trie(paths: list[bytes]) -> dict[bytes, Any]:
+    root: dict[bytes, Any] = {}
+    for p in paths:
+        parts = [c for c in p.split(b"/") if c]
+        cur = root
+        for comp in parts[:-1]:
+            cur = cur.setdefault(comp, {})
+        if parts:
+            cur[parts[-1]] = _LEAF
+    return root
+
+
+ProgressFn = Callable[[Summary, bytes], None]
+
+
+class Backup:
+    def __init__(
+        self,
+        repo: Repository,
+        paths: list[str],
+        options: BackupOptions,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.repo = repo
+        self.sources = source_paths(paths)
+        self.options = options
+        self.progress = progress
+        self.summary = Summary()
+        self.warnings: list[str] = []
+        cfg = repo.config
+        self._chunker = Chunker(cfg.chunker_min, cfg.chunker_avg, cfg.chunker_max, cfg.chunker_seed)
+        self._files = FilesCache(repo.cache)
+        self._queue: queue.Queue[_DirJob | BaseException | None] = queue.Queue(QUEUE_DIRS)
+        self._cancel = threading.Event()
+        self._saver = BlobSaver(repo, options.limits)
+
+    # -- walker thread ------------------------------------------------------------------
+
+    def _emit(self, item: _DirJob | BaseException | None) -> None:
+        while True:
+            if self._cancel.is_set():
+                raise _Cancelled
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _warn(self, path: bytes, err: OSError | str) -> None:
+        text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        self.warnings.append(f"{os.fsdecode(path)}: {text}")
+
+    def _walk(self) -> None:
+        try:
+            root = Node(name=b"", type=DIR, mode=0o755, uid=0, gid=0, mtime_ns=0)
+            self._walk_virtual(b"/", _trie(self.sources), root)
+            self._emit(None)
+        except _Cancelled:
+            pass
+        except BaseException as e:
+            with contextlib.suppress(_Cancelled):
+                self._emit(e)
+
+    def _walk_virtual(self, path: bytes, trie: dict[bytes, Any], node: Node) -> None:
+        """A directory on the way to a source: only the components leading there."""
+        job = _DirJob(node)
+        for name in sorted(trie):
+            cpath = os.path.join(path, name)
+            try:
+                st = os.lstat(cpath)
+            except OSError as e:
+                self._warn(cpath, e)
+                continue
+            child = node_from_stat(name, cpath, st)
+            if trie[name] is _LEAF:
+                if not self._entry(child, cpath, st, job, st.st_dev):
+                    continue
+            elif child.type == DIR:
+                self._walk_virtual(cpath, trie[name], child)
+            else:
+                self._warn(cpath, "not a directory any more")
+                continue
+            job.children.append(child)
+        self._emit(job)
+
+    def _walk_dir(self, node: Node, path: bytes, root_dev: int) -> None:
+        job = _DirJob(node)
+        try:
+            entries = list_dir(path)
+        except OSError as e:
+            self._warn(path, e)
+            entries = []
+        for name, cpath, st in entries:
+            if self.options.excludes.match(cpath, name):
+                continue
+            child = node_from_stat(name, cpath, st)
+            if self._entry(child, cpath, st, job, root_dev):
+                job.children.append(child)
+        self._emit(job)
+
+    def _entry(self, node: Node, path: bytes, st: os.stat_result, job: _DirJob, dev: int) -> bool:
+        """Fill in one entry; False when it could not be read and is left out."""
+        if self._cancel.is_set():
+            raise _Cancelled
+        if node.type == DIR:
+            if self.options.one_file_system and st.st_dev != dev:
+                self._emit(_DirJob(node))
+            else:
+                self._walk_dir(node, path, dev)
+            return True
+        if node.type == SYMLINK:
+            try:
+                node.target = os.readlink(path)
+            except OSError as e:
+                self._warn(path, e)
+                return False
+            return True
+        if node.type == FILE:
+            return self._file(node, path, st, job)
+        return True
+
+    def _file(self, node: Node, path: bytes, st: os.stat_result, job: _DirJob) -> bool:
+        fp = fingerprint(st)
+        hit = self._files.lookup(path)
+        if hit is not None and hit[0] == fp and self.repo.has_blobs(i for i, _ in hit[1]):
+            node.content = hit[1]
+            job.files.append(_File(node, path, fp, None, False))
+            return True
+        try:
+            futures = self._read(path, st)
+        except OSError as e:
+            self._warn(path, e)
+            return False
+        job.files.append(_File(node, path, fp, futures, hit is None))
+        return True
+
+    def _read(self, path: bytes, st: os.stat_result) -> list[Future[Saved]]:
+        fd = open_for_reading(path)
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(0, "replaced by a non-regular file during the backup")
+            if st.st_size <= self._chunker.max_size:
+                data = f.read()
+                chunks = list(self._chunker.chunk_buffer(data)) if data else []
+                return [self._saver.save_data(c) for c in chunks]
+            return [self._saver.save_data(c) for c in self._chunker.chunks(f)]
+
+    # -- tree builder (calling thread) ----------------------------------------------------
+
+    def _finish_dir(self, job: _DirJob) -> None:
+        s = self.summary
+        updates: list[tuple[bytes, Fingerprint, Content]] = []
+        for f in job.files:
+            if f.futures is None:
+                s.files_unchanged += 1
+            else:
+                saved = [fut.result() for fut in f.futures]
+                f.node.content = [(x.id, x.size) for x in saved]
+                s.bytes_added += sum(x.stored for x in saved)
+                read = sum(x.size for x in saved)
+                s.bytes_read += read
+                s.files_new += f.new
+                s.files_changed += not f.new
+                updates.append((f.path, f.fp, f.node.content))
+            f.node.size = sum(size for _, size in f.node.content)
+            s.total_files += 1
+            s.total_bytes += f.node.size
+        tree = self._saver.save_tree(encode_tree(job.children))
+        s.bytes_added += tree.stored
+        s.dirs += 1
+        job.node.subtree = tree.id
+        if updates:
+            self._files.store(updates)
+
+    def run(self) -> Snapshot:
+        """Store the sources and write the manifest; the manifest is the last write."""
+        start = time.monotonic()
+        parent = self._find_parent()
+        walker = threading.Thread(target=self._walk, name="walker", daemon=True)
+        walker.start()
+        root: Node | None = None
+        try:
+            while (item := self._queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                self._finish_dir(item)
+                root = item.node
+                if self.progress:
+                    self.progress(self.summary, b"")
+            self._saver.finish()
+        except BaseException:
+            self._cancel.set()
+            walker.join()
+            self._saver.abort()
+            raise
+        walker.join()
+        assert root is not None
+        assert root.subtree is not None
+        self.summary.errors = len(self.warnings)
+        self.summary.duration = time.monotonic() - start
+        snap = Snapshot(
+            time_ns=time.time_ns(),
+            host=self.options.host,
+            username=_username(),
+            paths=[os.fsdecode(p) for p in self.sources],
+            tree=root.subtree,
+            tags=sorted(set(self.options.tags)),
+            parent=parent,
+            excludes=list(self.options.excludes.patterns),
+            summary=self.summary.to_dict(),
+        )
+        self.repo.save_snapshot(snap)
+        return snap
+
+    def _find_parent(self) -> bytes | None:
+        paths = [os.fsdecode(p) for p in self.sources]
+        same = [
+            s
+            for s in self.repo.list_snapshots()
+            if s.host == self.options.host and s.paths == paths
+        ]
+        return same[-1].id if same else None
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
