@@ -30,7 +30,11 @@ class Cache:
         try:
             path.mkdir(parents=True, exist_ok=True)
             self._env = lmdb.open(
-                str(path), map_size=map_size, max_dbs=len(TABLES), readahead=False
+                str(path),
+                map_size=map_size,
+                max_dbs=len(TABLES),
+                readahead=False,
+                metasync=False,
             )
         except (OSError, lmdb.Error) as e:
             raise SnapfsError(f"cannot open the cache at {path}: {e}") from None

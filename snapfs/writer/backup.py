@@ -17,10 +17,11 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from snapfs.chunker import Chunker
 from snapfs.errors import UsageError
@@ -34,6 +35,7 @@ from snapfs.writer.walker import Excludes, list_dir, node_from_stat, open_for_re
 log = logging.getLogger(__name__)
 
 QUEUE_DIRS = 64
+FILES_CACHE_BATCH = 2000
 READ_BLOCK = 1 << 20
 
 
@@ -68,8 +70,18 @@ class _File:
     node: Node
     path: bytes
     fp: Fingerprint
-    futures: list[Future[Saved]] | None  # None: content reused from the files cache
     new: bool
+    small: Future[list[Saved]] | None = None  # read and stored whole by a reader thread
+    chunks: list[Future[Saved]] | None = None  # streamed by the walker, chunk by chunk
+
+    @property
+    def reused(self) -> bool:
+        return self.small is None and self.chunks is None
+
+    def saved(self) -> list[Saved]:
+        if self.small is not None:
+            return self.small.result()
+        return [c.result() for c in self.chunks or ()]
 
 
 @dataclass(slots=True)
@@ -131,8 +143,10 @@ class Backup:
         self.progress = progress
         self.summary = Summary()
         self.warnings: list[str] = []
-        cfg = repo.config
-        self._chunker = Chunker(cfg.chunker_min, cfg.chunker_avg, cfg.chunker_max, cfg.chunker_seed)
+        self._max_chunk = repo.config.chunker_max
+        self._readers = ThreadPoolExecutor(options.limits.readers, thread_name_prefix="read")
+        self._small_slots = threading.BoundedSemaphore(options.limits.max_small_files)
+        self._cache_updates: list[tuple[bytes, Fingerprint, Content]] = []
         self._files = FilesCache(repo.cache)
         self._queue: queue.Queue[_DirJob | BaseException | None] = queue.Queue(QUEUE_DIRS)
         self._cancel = threading.Event()
@@ -228,26 +242,38 @@ class Backup:
         hit = self._files.lookup(path)
         if hit is not None and hit[0] == fp and self.repo.has_blobs(i for i, _ in hit[1]):
             node.content = hit[1]
-            job.files.append(_File(node, path, fp, None, False))
+            job.files.append(_File(node, path, fp, new=False))
             return True
-        try:
-            futures = self._read(path, st)
-        except OSError as e:
-            self._warn(path, e)
-            return False
-        job.files.append(_File(node, path, fp, futures, hit is None))
+        entry = _File(node, path, fp, new=hit is None)
+        if st.st_size <= self._max_chunk:
+            self._small_slots.acquire()
+            entry.small = self._readers.submit(self._read_small, path)
+            entry.small.add_done_callback(lambda _: self._small_slots.release())
+        else:
+            try:
+                entry.chunks = self._read_large(path)
+            except OSError as e:
+                self._warn(path, e)
+                return False
+        job.files.append(entry)
         return True
 
-    def _read(self, path: bytes, st: os.stat_result) -> list[Future[Saved]]:
-        fd = open_for_reading(path)
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(0, "replaced by a non-regular file during the backup")
-            if st.st_size <= self._chunker.max_size:
-                data = f.read()
-                chunks = list(self._chunker.chunk_buffer(data)) if data else []
-                return [self._saver.save_data(c) for c in chunks]
-            return [self._saver.save_data(c) for c in self._chunker.chunks(f)]
+    def _read_small(self, path: bytes) -> list[Saved]:
+        """Runs in a reader thread: many small reads in flight keep the disk busy."""
+        with _open_regular(path) as f:
+            data = f.read(self._max_chunk + 1)
+            if len(data) > self._max_chunk:
+                f.seek(0)  # grew since stat: stream it like any large file
+                return [fut.result() for fut in self._stream(f)]
+        chunker = _thread_chunker(self.repo)
+        return [self._saver.store_now(c) for c in chunker.chunk_buffer(data)]
+
+    def _read_large(self, path: bytes) -> list[Future[Saved]]:
+        with _open_regular(path) as f:
+            return self._stream(f)
+
+    def _stream(self, f: BinaryIO) -> list[Future[Saved]]:
+        return [self._saver.save_data(c) for c in _thread_chunker(self.repo).chunks(f)]
 
     # -- tree builder (calling thread) ----------------------------------------------------
 
@@ -255,10 +281,15 @@ class Backup:
         s = self.summary
         updates: list[tuple[bytes, Fingerprint, Content]] = []
         for f in job.files:
-            if f.futures is None:
+            if f.reused:
                 s.files_unchanged += 1
             else:
-                saved = [fut.result() for fut in f.futures]
+                try:
+                    saved = f.saved()
+                except OSError as e:
+                    self._warn(f.path, e)
+                    job.children = [c for c in job.children if c is not f.node]
+                    continue
                 f.node.content = [(x.id, x.size) for x in saved]
                 s.bytes_added += sum(x.stored for x in saved)
                 read = sum(x.size for x in saved)
@@ -273,8 +304,13 @@ class Backup:
         s.bytes_added += tree.stored
         s.dirs += 1
         job.node.subtree = tree.id
-        if updates:
-            self._files.store(updates)
+        self._cache_updates += updates
+        if len(self._cache_updates) >= FILES_CACHE_BATCH:
+            self._flush_files_cache()
+
+    def _flush_files_cache(self) -> None:
+        self._files.store(self._cache_updates)
+        self._cache_updates = []
 
     def run(self) -> Snapshot:
         """Store the sources and write the manifest; the manifest is the last write."""
@@ -291,10 +327,13 @@ class Backup:
                 root = item.node
                 if self.progress:
                     self.progress(self.summary, b"")
+            self._readers.shutdown(wait=True)
             self._saver.finish()
+            self._flush_files_cache()
         except BaseException:
             self._cancel.set()
             walker.join()
+            self._readers.shutdown(wait=True, cancel_futures=True)
             self._saver.abort()
             raise
         walker.join()
@@ -324,6 +363,28 @@ class Backup:
             if s.host == self.options.host and s.paths == paths
         ]
         return same[-1].id if same else None
+
+
+_local = threading.local()
+
+
+def _thread_chunker(repo: Repository) -> Chunker:
+    """FastCDC objects must not be shared between threads; one per thread and repo."""
+    cfg = repo.config
+    chunker: Chunker | None = getattr(_local, "chunker", None)
+    if chunker is None or getattr(_local, "repo_id", None) != cfg.id:
+        chunker = Chunker(cfg.chunker_min, cfg.chunker_avg, cfg.chunker_max, cfg.chunker_seed)
+        _local.chunker, _local.repo_id = chunker, cfg.id
+    return chunker
+
+
+@contextmanager
+def _open_regular(path: bytes) -> Iterator[BinaryIO]:
+    fd = open_for_reading(path)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "replaced by a non-regular file during the backup")
+        yield f
 
 
 def _username() -> str:

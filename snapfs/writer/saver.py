@@ -31,6 +31,8 @@ class Saved:
 class SaverLimits:
     workers: int = 2
     max_inflight: int = 8
+    readers: int = 2
+    max_small_files: int = 16
     uploads: int = 2
     index_every_packs: int = 32
     index_every_seconds: float = 60.0
@@ -69,6 +71,11 @@ class BlobSaver:
     def save_tree(self, data: bytes) -> Saved:
         self._raise_failure()
         return self._store(data, BLOB_TREE)
+
+    def store_now(self, data: bytes) -> Saved:
+        """Store a data chunk in the calling thread (for callers that are workers too)."""
+        self._raise_failure()
+        return self._store(data, BLOB_DATA)
 
     def _store(self, data: bytes, blob_type: int) -> Saved:
         key = self.repo.key
