@@ -6,11 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from snapfs.repo.lock import RepoLock
+from snapfs.repo.repository import Repository
+from snapfs.store.local import LocalStore
+from tests.conftest import PASSWORD, Cli
 from tests.trees import assert_same_tree, repo_listing
 
 
@@ -216,3 +220,60 @@ def test_one_file_system_stops_at_mount_points(cli: Cli, src: Path) -> None:
         assert "other-fs.txt" not in listing
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_exclusive_lock_blocks_snapshot_with_exit_11(cli: Cli, src: Path, tmp_path: Path) -> None:
+    cli.ok("init")
+    repo = Repository.open(LocalStore(cli.repo), PASSWORD, tmp_path / "lock-cache")
+    try:
+        with RepoLock(repo.store, repo.key, exclusive=True):
+            res = cli.run("snapshot", str(src))
+            assert res.returncode == 11
+            assert f"exclusive lock held by PID {os.getpid()}" in one_line_error(res)
+    finally:
+        repo.close()
+    assert json.loads(cli.ok("snapshots", "--json").stdout) == []
+    cli.ok("snapshot", str(src))
+
+
+def test_stale_lock_of_a_dead_process_is_ignored(cli: Cli, src: Path, tmp_path: Path) -> None:
+    cli.ok("init")
+    repo = Repository.open(LocalStore(cli.repo), PASSWORD, tmp_path / "lock-cache")
+    try:
+        lock = RepoLock(repo.store, repo.key, exclusive=True)
+        proc = subprocess.Popen(["true"])
+        proc.wait()
+        lock.pid = proc.pid  # a PID that has exited: the lock is stale
+        lock.write()
+    finally:
+        repo.close()
+    cli.ok("snapshot", str(src))
+
+
+def test_sigterm_releases_the_lock(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(8):
+        (src / f"{i}.bin").write_bytes(os.urandom(8 << 20))
+    cli.ok("init", "--pack-size", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapfs", "snapshot", str(src)],
+        env=cli.env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not any((cli.repo / "data").rglob("*")) and proc.poll() is None:
+            time.sleep(0.005)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the snapshot finished before SIGTERM arrived")
+    assert proc.returncode == 143, err
+    assert "terminated" in err
+    assert not any((cli.repo / "locks").iterdir())

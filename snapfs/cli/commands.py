@@ -56,7 +56,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     init_repository(store, password, config, KdfParams())
     if args.json:
         print_json({"id": config.id, "repository": store.location})
-    else:
+    elif not args.quiet:
         print(f"created snapfs repository {config.id[:8]} at {store.location}")
         print("Keep the password safe: without it the data cannot be read by anyone.")
     return EXIT_OK

@@ -5,15 +5,33 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import NoReturn
 
 from snapfs import __version__
 from snapfs.cli import commands
 from snapfs.errors import EXIT_FAILURE, SnapfsError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr (and exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"snapfs: {message} (see '{self.prog} --help')\n")
+
+
+class Terminated(BaseException):
+    """SIGTERM (systemd stop, cron timeout): unwind like Ctrl-C so locks are released."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
 
 
 class _Formatter(logging.Formatter):
@@ -30,15 +48,17 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="snapfs",
         description="Deduplicated, compressed, encrypted backups whose restore is browsing.",
     )
     parser.add_argument("--version", action="version", version=f"snapfs {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, prog=f"snapfs {name}")
         _common(p)
         p.set_defaults(handler=handler)
         return p
@@ -75,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if os.environ.get("SNAPFS_DEBUG") else logging.WARNING)
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code: int = args.handler(args)
     except SnapfsError as e:
@@ -83,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logging.getLogger("snapfs").error("interrupted")
         return 130
+    except Terminated:
+        logging.getLogger("snapfs").error("terminated")
+        return 143
     except BrokenPipeError:
         return EXIT_FAILURE
     except OSError as e:

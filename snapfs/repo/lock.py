@@ -74,13 +74,14 @@ class RepoLock:
     def __init__(self, store: Store, key: MasterKey, exclusive: bool) -> None:
         self.store, self.key, self.exclusive = store, key, exclusive
         self.name = f"locks/{secrets.token_hex(32)}"
+        self.pid = os.getpid()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _write(self) -> None:
+    def write(self) -> None:
         doc = {
             "host": socket.gethostname(),
-            "pid": os.getpid(),
+            "pid": self.pid,
             "time": time.time(),
             "exclusive": self.exclusive,
         }
@@ -97,7 +98,7 @@ class RepoLock:
     def __enter__(self) -> RepoLock:
         if conflicts := self._conflicts():
             raise LockedError(f"repository is locked: {conflicts[0].describe()}")
-        self._write()
+        self.write()
         if conflicts := self._conflicts():  # someone raced us between check and write
             self._remove()
             raise LockedError(f"repository is locked: {conflicts[0].describe()}")
@@ -108,7 +109,7 @@ class RepoLock:
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_EVERY):
             try:
-                self._write()
+                self.write()
             except Exception as e:  # a missed refresh must not kill the holder
                 log.warning("could not refresh the repository lock: %s", e)
 
