@@ -277,3 +277,13 @@ def test_sigterm_releases_the_lock(cli: Cli, tmp_path: Path) -> None:
     assert proc.returncode == 143, err
     assert "terminated" in err
     assert not any((cli.repo / "locks").iterdir())
+
+
+def test_source_behind_a_symlinked_directory(cli: Cli, src: Path, tmp_path: Path) -> None:
+    os.symlink(src, tmp_path / "via-link")
+    cli.ok("init")
+    cli.ok("snapshot", str(tmp_path / "via-link" / "sub"))
+    (snap,) = json.loads(cli.ok("snapshots", "--json").stdout)
+    assert snap["paths"] == [str(src / "sub")]
+    cli.ok("restore", f"latest:{src}/sub", "--target", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()

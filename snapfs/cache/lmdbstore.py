@@ -8,6 +8,7 @@ bytes; the repository layer owns their encoding.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import lmdb
 from snapfs.errors import SnapfsError
 
 TABLES = ("blobs", "index_files", "snapshots", "files", "meta")
+VFS_TABLES = ("dirs", "entries", "names", "contents", "xattrs", "inodes")
 DEFAULT_MAP_SIZE = 1 << 38  # address space only; the file grows with what is stored
 
 
@@ -24,21 +26,49 @@ def default_cache_root() -> Path:
     return Path(base) / "snapfs"
 
 
+def _private_dir(path: Path) -> None:
+    """The cache holds decrypted names and chunk lists: only its owner may read it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    if path.parent.name == "snapfs":
+        path.parent.chmod(0o700)
+
+
 class Cache:
-    def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    """``durable=False`` skips fsync on commit: for tables that are rebuilt from the
+    repository anyway, where a commit per directory listing must cost microseconds."""
+
+    def __init__(
+        self,
+        path: Path,
+        tables: tuple[str, ...] = TABLES,
+        durable: bool = True,
+        map_size: int = DEFAULT_MAP_SIZE,
+    ) -> None:
         self.path = path
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(
-                str(path),
-                map_size=map_size,
-                max_dbs=len(TABLES),
-                readahead=False,
-                metasync=False,
-            )
-        except (OSError, lmdb.Error) as e:
+            _private_dir(path)
+            self._env = self._open(path, len(tables), durable, map_size)
+        except lmdb.Error:
+            if durable:
+                raise SnapfsError(f"the cache at {path} is damaged; delete it") from None
+            shutil.rmtree(path, ignore_errors=True)  # derived data: start over
+            _private_dir(path)
+            self._env = self._open(path, len(tables), durable, map_size)
+        except OSError as e:
             raise SnapfsError(f"cannot open the cache at {path}: {e}") from None
-        self._dbs = {t: self._env.open_db(t.encode()) for t in TABLES}
+        self._dbs = {t: self._env.open_db(t.encode()) for t in tables}
+
+    @staticmethod
+    def _open(path: Path, n_tables: int, durable: bool, map_size: int) -> lmdb.Environment:
+        return lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=n_tables,
+            readahead=False,
+            metasync=False,
+            sync=durable,
+        )
 
     def close(self) -> None:
         self._env.close()
@@ -65,6 +95,27 @@ class Cache:
         with self._env.begin(db=self._dbs[table], write=True) as txn:
             for k in keys:
                 txn.delete(k)
+
+    def put_tables(self, items: Iterable[tuple[str, bytes, bytes]]) -> None:
+        """Write to several tables in one transaction (all or nothing)."""
+        with self._env.begin(write=True) as txn:
+            for table, k, v in items:
+                txn.put(k, v, db=self._dbs[table])
+
+    def scan(
+        self, table: str, prefix: bytes, start: bytes, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` items with keys >= prefix + start that share ``prefix``."""
+        out: list[tuple[bytes, bytes]] = []
+        with self._env.begin(db=self._dbs[table]) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(prefix + start):
+                return out
+            for k, v in cur:
+                if len(out) >= limit or not bytes(k).startswith(prefix):
+                    break
+                out.append((bytes(k), bytes(v)))
+        return out
 
     def keys(self, table: str) -> list[bytes]:
         with self._env.begin(db=self._dbs[table]) as txn:

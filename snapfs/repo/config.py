@@ -43,7 +43,8 @@ class RepoConfig:
     @classmethod
     def from_json(cls, data: bytes) -> RepoConfig:
         try:
-            cfg = cls(**json.loads(data))
+            doc = json.loads(data)
+            cfg = cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
         except (ValueError, TypeError) as e:
             raise FormatError(f"repository config is malformed: {e}") from None
         if cfg.version != FORMAT_VERSION:

@@ -92,6 +92,8 @@ def decode_pack_header(data: bytes) -> list[PackEntry]:
     if not data.startswith(PACK_HEADER_MAGIC):
         raise FormatError("pack header has a wrong magic or version")
     pos = len(PACK_HEADER_MAGIC)
+    if len(data) < pos + _U32.size:
+        raise FormatError("pack header is truncated")
     (count,) = _U32.unpack_from(data, pos)
     pos += _U32.size
     if len(data) != pos + count * _HEADER_ENTRY.size:

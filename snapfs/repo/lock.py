@@ -62,9 +62,9 @@ def list_locks(store: Store, key: MasterKey) -> list[LockInfo]:
     for name, _ in store.list("locks/"):
         try:
             doc = json.loads(open_sealed(key.cipher, store.get(name), AAD_LOCK))
-        except (ObjectNotFound, IntegrityError, ValueError):
+            out.append(LockInfo(name, doc["host"], doc["pid"], doc["time"], doc["exclusive"]))
+        except (ObjectNotFound, IntegrityError, ValueError, KeyError, TypeError):
             continue  # removed meanwhile, or not ours to read: not a lock we honour
-        out.append(LockInfo(name, doc["host"], doc["pid"], doc["time"], doc["exclusive"]))
     return out
 
 
@@ -107,9 +107,14 @@ class RepoLock:
         return self
 
     def _refresh(self) -> None:
+        """Objects are never rewritten in place: a refresh writes a new lock file, then
+        removes the old one, so a reader sees at least one of them at any moment."""
         while not self._stop.wait(REFRESH_EVERY):
+            old = self.name
             try:
+                self.name = f"locks/{secrets.token_hex(32)}"
                 self.write()
+                self.store.delete(old)
             except Exception as e:  # a missed refresh must not kill the holder
                 log.warning("could not refresh the repository lock: %s", e)
 

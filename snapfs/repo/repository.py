@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import socket
 import struct
 from collections import OrderedDict
@@ -67,8 +68,15 @@ def key_file_meta() -> dict[str, str]:
     return {
         "created": datetime.now(UTC).isoformat(),
         "host": socket.gethostname(),
-        "username": getpass.getuser(),
+        "username": _username(),
     }
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def init_repository(
@@ -232,9 +240,14 @@ def _open_key(store: Store, password: bytes) -> MasterKey:
     names = [n for n, _ in store.list("keys/")]
     if not names:
         raise FormatError(f"repository at {store.location} has no key files")
+    damaged = []
     for name in names:
         try:
             return unwrap_key(store.get(name), password)
         except WrongPassword:
             continue
+        except (FormatError, ObjectNotFound) as e:  # one bad key file must not lock all out
+            damaged.append(f"{name}: {e}")
+    if damaged and len(damaged) == len(names):
+        raise FormatError(f"no usable key file: {damaged[0]}")
     raise WrongPassword("wrong password (no key file of the repository opens with it)")

@@ -56,6 +56,7 @@ class Snapshot:
             d.pop("time", None)
             d["tree"] = bytes.fromhex(d["tree"])
             d["parent"] = bytes.fromhex(d["parent"]) if d.get("parent") else None
-            return cls(**d, id=snapshot_id)
+            known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+            return cls(**known, id=snapshot_id)
         except (ValueError, TypeError, KeyError) as e:
             raise FormatError(f"snapshot manifest is malformed: {e}") from None

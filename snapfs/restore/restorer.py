@@ -86,11 +86,10 @@ class Restorer:
             cpath = os.path.join(path, child.name)
             if child.type == DIR:
                 try:
-                    os.mkdir(cpath, 0o700)
-                except FileExistsError:
-                    if not os.path.isdir(cpath) or os.path.islink(cpath):
-                        _remove(cpath)
-                        os.mkdir(cpath, 0o700)
+                    _make_dir(cpath)
+                except OSError as e:
+                    self._error(cpath, e)
+                    continue
                 self._dir(child, cpath)
             else:
                 try:
@@ -194,6 +193,15 @@ class Restorer:
         if not link:
             os.chmod(target, node.mode)
         os.utime(target, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=follow)
+
+
+def _make_dir(path: bytes) -> None:
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path) or os.path.islink(path):
+            _remove(path)
+            os.mkdir(path, 0o700)
 
 
 def _remove(path: bytes) -> None:

@@ -99,13 +99,17 @@ _LEAF: dict[bytes, Any] = {}
 
 
 def source_paths(paths: list[str]) -> list[bytes]:
-    """Absolute, normalised, existing sources; a path inside another one is dropped."""
+    """Absolute, existing sources; a path inside another one is dropped.
+
+    Symlinks on the way to a source are resolved (the tree mirrors real directories);
+    a source that is itself a symlink is kept as the link, as restic and borg do."""
     out: list[bytes] = []
     for p in paths:
         ap = os.path.abspath(os.fsencode(p))
         if not os.path.lexists(ap):
             raise UsageError(f"source path {p} does not exist")
-        out.append(ap)
+        parent, name = os.path.split(ap)
+        out.append(os.path.join(os.path.realpath(parent), name) if name else ap)
     out.sort()
     kept: list[bytes] = []
     for src in out:
@@ -171,7 +175,10 @@ class Backup:
     def _walk(self) -> None:
         try:
             root = Node(name=b"", type=DIR, mode=0o755, uid=0, gid=0, mtime_ns=0)
-            self._walk_virtual(b"/", _trie(self.sources), root)
+            if self.sources == [b"/"]:
+                self._walk_dir(root, b"/", os.lstat(b"/").st_dev)
+            else:
+                self._walk_virtual(b"/", _trie(self.sources), root)
             self._emit(None)
         except _Cancelled:
             pass

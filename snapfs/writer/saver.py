@@ -1,7 +1,10 @@
 """The storing half of the writer pipeline: id → dedup → compress → seal → pack → upload
 → index. Sync; its methods are called from the walker and finalizer threads and it runs
-its own worker and upload threads. In-flight chunks and packs are bounded, so memory is
-``max_inflight * max chunk + (uploads + 2) * pack size`` whatever is backed up.
+its own worker and upload threads. In-flight chunks and packs are bounded: at most
+``max_inflight`` chunks (of at most the maximum chunk size) and, per blob type, one pack
+being filled, ``uploads`` packs being written and one finished pack waiting for an upload
+slot in each thread that stores blobs (seal workers, readers, tree builder). Nothing
+depends on how much is backed up.
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ class BlobSaver:
         self._upload_slots.release()
         with self._lock:
             self._uploads.discard(fut)
+            if fut.cancelled():
+                return
             if fut.exception() is not None and self._error is None:
                 self._error = fut.exception()
 

@@ -26,8 +26,12 @@ _TYPES = {
 
 @dataclass(frozen=True, slots=True)
 class Excludes:
-    """Glob patterns: one without '/' matches any entry by its name; one with '/'
-    matches the whole absolute path (``*`` also crosses '/')."""
+    """Glob patterns (``*``, ``?``, ``[...]``; a trailing '/' is ignored):
+    - without '/': matches an entry by its name, at any depth (``*.tmp``, ``.cache``);
+    - starting with '/': matches the whole absolute path (``/home/*/Downloads``);
+    - with '/' inside: matches the end of the path (``build/out`` excludes any
+      ``.../build/out``).
+    ``*`` also matches across '/' in the path forms."""
 
     patterns: tuple[str, ...] = ()
 
@@ -35,9 +39,15 @@ class Excludes:
         if not self.patterns:
             return False
         p, n = os.fsdecode(path), os.fsdecode(name)
-        for pat in self.patterns:
-            target = p if "/" in pat else n
-            if fnmatch.fnmatchcase(target, pat.rstrip("/") if "/" in pat else pat):
+        for raw in self.patterns:
+            pat = raw.rstrip("/") or raw
+            if "/" not in pat:
+                hit = fnmatch.fnmatchcase(n, pat)
+            elif pat.startswith("/"):
+                hit = fnmatch.fnmatchcase(p, pat)
+            else:
+                hit = fnmatch.fnmatchcase(p, "*/" + pat)
+            if hit:
                 return True
         return False
 

@@ -1,0 +1,114 @@
+"""The top of the mounted tree as a pure function of the snapshot list:
+
+    snapshots/<UTC time>/...   latest -> snapshots/<newest>
+    ids/<8-hex id> -> ../snapshots/<time>
+    hosts/<host>/<time> -> ../../snapshots/<time>
+    tags/<tag>/<time> -> ../../snapshots/<time>
+
+Inode numbers are derived from paths, so the same layout always gets the same inodes.
+Memory is proportional to the number of snapshots (a few hundred bytes each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from snapfs.repo.snapshot import Snapshot
+from snapfs.vfs.inodes import ROOT_INODE, layout_inode
+
+
+@dataclass(slots=True)
+class LayoutDir:
+    ino: int
+    children: dict[bytes, int] = field(default_factory=dict)
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutLink:
+    ino: int
+    target: bytes
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRoot:
+    """The directory of one snapshot; its contents come from the snapshot's tree."""
+
+    ino: int
+    snapshot: Snapshot
+    name: bytes
+
+
+LayoutNode = LayoutDir | LayoutLink | SnapshotRoot
+
+
+@dataclass(slots=True)
+class Layout:
+    nodes: dict[int, LayoutNode]
+    ids: frozenset[bytes]
+
+    def get(self, ino: int) -> LayoutNode | None:
+        return self.nodes.get(ino)
+
+
+def snapshot_names(snaps: list[Snapshot]) -> list[tuple[bytes, Snapshot]]:
+    """UTC second names; later snapshots in the same second get their short id appended,
+    so names already shown never change when a snapshot is added."""
+    seen: set[str] = set()
+    out = []
+    for s in sorted(snaps, key=lambda s: (s.time_ns, s.id)):
+        name = s.time.strftime("%Y-%m-%dT%H-%M-%SZ")
+        if name in seen:
+            name = f"{name}-{s.short_id}"
+        seen.add(name)
+        out.append((name.encode(), s))
+    return out
+
+
+def _safe(label: str) -> bytes:
+    """Hosts and tags become directory names: '/' and NUL cannot appear in one."""
+    cleaned = label.replace("/", "_").replace("\0", "_")
+    return (cleaned if cleaned not in ("", ".", "..") else f"_{cleaned}_").encode()
+
+
+def build_layout(snaps: list[Snapshot]) -> Layout:
+    nodes: dict[int, LayoutNode] = {}
+
+    def mkdir(path: bytes) -> LayoutDir:
+        ino = ROOT_INODE if path == b"" else layout_inode(path)
+        d = nodes.get(ino)
+        if not isinstance(d, LayoutDir):
+            d = LayoutDir(ino)
+            nodes[ino] = d
+            if path:
+                parent_path, _, name = path.rpartition(b"/")
+                mkdir(parent_path).children[name] = ino
+        return d
+
+    def link(dir_path: bytes, name: bytes, target: bytes, mtime_ns: int) -> None:
+        path = dir_path + b"/" + name
+        ino = layout_inode(path)
+        nodes[ino] = LayoutLink(ino, target, mtime_ns)
+        mkdir(dir_path).children[name] = ino
+
+    root = mkdir(b"")
+    for top in (b"snapshots", b"ids", b"hosts", b"tags"):
+        mkdir(top)
+    named = snapshot_names(snaps)
+    for name, snap in named:
+        ino = layout_inode(b"snapshots/" + name)
+        nodes[ino] = SnapshotRoot(ino, snap, name)
+        mkdir(b"snapshots").children[name] = ino
+        link(b"ids", snap.short_id.encode(), b"../snapshots/" + name, snap.time_ns)
+        link(b"hosts/" + _safe(snap.host), name, b"../../snapshots/" + name, snap.time_ns)
+        for tag in snap.tags:
+            link(b"tags/" + _safe(tag), name, b"../../snapshots/" + name, snap.time_ns)
+    if named:
+        newest_name, newest = named[-1]
+        link(b"", b"latest", b"snapshots/" + newest_name, newest.time_ns)
+        root.mtime_ns = newest.time_ns
+    for node in nodes.values():
+        if isinstance(node, LayoutDir) and node.ino != ROOT_INODE:
+            node.mtime_ns = root.mtime_ns
+    return Layout(nodes, frozenset(s.id for s in snaps))
