@@ -32,7 +32,10 @@ def big_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def has_files(sub: str) -> Callable[[Path], bool]:
-    return lambda repo: any(p.is_file() for p in (repo / sub).rglob("*"))
+    """True once a complete object exists under ``sub`` (not a temporary file)."""
+    return lambda repo: any(
+        p.is_file() and not p.name.startswith(".tmp-") for p in (repo / sub).rglob("*")
+    )
 
 
 def kill_when(cli: Cli, src: Path, ready: Callable[[Path], bool]) -> bool:
@@ -95,10 +98,11 @@ def test_writer_memory_does_not_grow_with_file_size(cli: Cli, tmp_path: Path) ->
         f.seek(1 << 30)
         f.write(os.urandom(8 << 20))
     cli.ok("init")
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
     code = (
-        "import resource, sys; from snapfs.cli.main import main; rc = main(sys.argv[1:]); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
-        "sys.exit(rc)"
+        "import sys; from snapfs.cli.main import main; rc = main(sys.argv[1:]); "
+        "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0]; "
+        "print(hwm.split()[1], file=sys.stderr); sys.exit(rc)"
     )
     res = subprocess.run(
         [sys.executable, "-c", code, "snapshot", str(src), "--json"],

@@ -19,9 +19,34 @@ from pathlib import Path
 
 MiB = 1 << 20
 WORDS = (
-    "GET POST PUT 200 404 500 user session cache miss hit upstream latency ms request "
-    "response worker queue retry timeout connected closed token model epoch loss step"
-).split()
+    "GET",
+    "POST",
+    "PUT",
+    "200",
+    "404",
+    "500",
+    "user",
+    "session",
+    "cache",
+    "miss",
+    "hit",
+    "upstream",
+    "latency",
+    "ms",
+    "request",
+    "response",
+    "worker",
+    "queue",
+    "retry",
+    "timeout",
+    "connected",
+    "closed",
+    "token",
+    "model",
+    "epoch",
+    "loss",
+    "step",
+)
 
 
 def log_lines(rnd: random.Random, nbytes: int, start: int = 0) -> bytes:

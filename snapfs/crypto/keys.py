@@ -106,14 +106,17 @@ def unwrap_key(keyfile: bytes, password: bytes) -> MasterKey:
     """Open a key file; WrongPassword if the password does not fit it."""
     try:
         doc = json.loads(keyfile)
+        if not isinstance(doc, dict):
+            raise FormatError("key file is not a JSON object")
         if doc.get("version") != 1 or doc.get("kdf") != "argon2id":
             raise FormatError("unsupported key file version")
         params = KdfParams(int(doc["iterations"]), int(doc["memory_kib"]), int(doc["lanes"]))
         salt, sealed = _unb64(doc["salt"]), _unb64(doc["data"])
+        kek = _derive(password, salt, params)
     except (ValueError, KeyError, TypeError) as e:
         raise FormatError(f"key file is malformed: {e}") from None
     try:
-        plain = open_sealed(_derive(password, salt, params), sealed, KEYFILE_AAD)
+        plain = open_sealed(kek, sealed, KEYFILE_AAD)
     except IntegrityError:
         raise WrongPassword(
             "wrong password (no key file of the repository opens with it)"

@@ -44,6 +44,8 @@ class RepoConfig:
     def from_json(cls, data: bytes) -> RepoConfig:
         try:
             doc = json.loads(data)
+            if not isinstance(doc, dict):
+                raise FormatError("repository config is not a JSON object")
             cfg = cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
         except (ValueError, TypeError) as e:
             raise FormatError(f"repository config is malformed: {e}") from None

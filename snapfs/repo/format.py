@@ -135,6 +135,8 @@ def decode_index(data: bytes) -> tuple[list[tuple[bytes, BlobLocation]], list[by
         pos = len(INDEX_MAGIC)
         (n_sup,) = _U32.unpack_from(data, pos)
         pos += _U32.size
+        if pos + n_sup * ID_SIZE > len(data):
+            raise FormatError("index file is truncated")
         supersedes = [data[pos + i * ID_SIZE : pos + (i + 1) * ID_SIZE] for i in range(n_sup)]
         pos += n_sup * ID_SIZE
         (n_packs,) = _U32.unpack_from(data, pos)

@@ -51,7 +51,7 @@ class Snapshot:
     def from_json(cls, data: bytes, snapshot_id: bytes) -> Snapshot:
         try:
             d = json.loads(data)
-            if d.pop("version", None) != 1:
+            if not isinstance(d, dict) or d.pop("version", None) != 1:
                 raise FormatError("unsupported snapshot version")
             d.pop("time", None)
             d["tree"] = bytes.fromhex(d["tree"])

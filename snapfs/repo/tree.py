@@ -103,7 +103,7 @@ def encode_tree(nodes: list[Node]) -> bytes:
 def decode_tree(data: bytes) -> list[Node]:
     try:
         doc = json.loads(data)
-        if doc.get("version") != 1:
+        if not isinstance(doc, dict) or doc.get("version") != 1:
             raise FormatError("unsupported tree version")
         return [Node.from_json(n) for n in doc["nodes"]]
     except (ValueError, KeyError, TypeError) as e:

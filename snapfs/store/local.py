@@ -73,20 +73,21 @@ class LocalStore:
             raise StoreError(f"cannot delete {self._path(name)}: {e.strerror}") from None
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
-        top = self._path(prefix)
-        if not top.is_dir():
-            return
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
+        """Every object whose name starts with ``prefix``, sorted by name."""
+        top = self.root / prefix.rpartition("/")[0]
+        found = []
+        for dirpath, _, filenames in os.walk(top):
             rel = Path(dirpath).relative_to(self.root).as_posix()
-            for fn in sorted(filenames):
-                if fn.startswith(TMP_PREFIX):
+            for fn in filenames:
+                name = fn if rel == "." else f"{rel}/{fn}"
+                if fn.startswith(TMP_PREFIX) or not name.startswith(prefix):
                     continue
                 try:
-                    size = os.stat(os.path.join(dirpath, fn)).st_size
+                    found.append((name, os.stat(os.path.join(dirpath, fn)).st_size))
                 except FileNotFoundError:
                     continue
-                yield f"{rel}/{fn}", size
+        found.sort()
+        yield from found
 
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
