@@ -43,6 +43,18 @@ def open_repo(args: argparse.Namespace) -> Iterator[Repository]:
         repo.close()
 
 
+def cmd_mount(args: argparse.Namespace) -> int:
+    from snapfs.cli import mounting
+
+    return mounting.cmd_mount(args, repo_url(args))
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from snapfs.cli import mounting
+
+    return mounting.cmd_umount(args)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     if not 0 <= args.compression <= 22:
         raise UsageError("--compression must be between 0 (off) and 22")

@@ -82,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ls", commands.cmd_ls, "list the files of a snapshot")
     p.add_argument("snapshot", metavar="SNAP[:PATH]")
 
+    p = add("mount", commands.cmd_mount, "browse all snapshots through a FUSE mount")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--foreground", action="store_true", help="serve until unmounted or Ctrl-C")
+    p.add_argument("--cache-size", type=int, default=128, metavar="MIB", help="chunk cache")
+    p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+
+    p = sub.add_parser("umount", help="unmount a snapfs mount", prog="snapfs umount")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--lazy", action="store_true", help="detach now, even while busy")
+    p.set_defaults(handler=commands.cmd_umount)
+
     p = add("restore", commands.cmd_restore, "restore files from a snapshot")
     p.add_argument("snapshot", metavar="SNAP[:PATH]")
     p.add_argument("-t", "--target", required=True, metavar="DIR")

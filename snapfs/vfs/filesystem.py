@@ -118,9 +118,8 @@ class SnapshotFS:
     @staticmethod
     def _entry_attr(ino: int, e: Entry) -> Attr:
         nlink = 2 if e.type == DIR else max(1, e.nlink)
-        return Attr(
-            ino, e.type, e.mode, e.uid, e.gid, e.size, e.mtime_ns, e.ctime_ns, nlink, e.rdev
-        )
+        size = len(e.target or b"") if e.type == SYMLINK else e.size
+        return Attr(ino, e.type, e.mode, e.uid, e.gid, size, e.mtime_ns, e.ctime_ns, nlink, e.rdev)
 
     def getattr(self, ino: int) -> Attr:
         attr = self._layout_attr(ino, self.layout())

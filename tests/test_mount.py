@@ -1,0 +1,278 @@
+"""Real FUSE mounts of a repository: what is mounted equals what was backed up."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from snapfs.mount.lifecycle import mounted_fuse
+from snapfs.repo.format import pack_name
+from snapfs.repo.repository import Repository
+from snapfs.store.local import LocalStore
+from snapfs.vfs.paths import resolve
+from tests.conftest import PASSWORD, Cli
+from tests.mounts import mounted, skip_without_fuse, unmount
+from tests.test_cli import one_line_error
+from tests.trees import assert_same_tree
+
+BIG = 12 << 20
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    (root / "docs" / "deep").mkdir(parents=True)
+    rnd = random.Random(7)
+    (root / "big.bin").write_bytes(rnd.randbytes(BIG))
+    for i in range(60):
+        (root / "docs" / f"note{i}.txt").write_text(f"note {i}\n" * (i * 40 + 1))
+    (root / "docs" / "deep" / "ünï.txt").write_text("unicode\n")
+    (root / "empty").touch()
+    os.symlink("docs/note1.txt", root / "link")
+    os.link(root / "docs" / "note2.txt", root / "hard")
+    os.mkfifo(root / "fifo")
+    os.chmod(root / "docs" / "note3.txt", 0o600)
+    with contextlib.suppress(OSError):  # no user xattrs here: the rest is still compared
+        os.setxattr(root / "docs" / "note4.txt", "user.origin", b"snapfs test")
+    return root
+
+
+@pytest.fixture
+def snapshot_dir(cli: Cli, src: Path, tmp_path: Path) -> Iterator[Path]:
+    """A mounted repository holding one snapshot of ``src``; yields the source's path
+    inside the mount."""
+    cli.ok("init")
+    cli.ok("snapshot", str(src), "--tag", "t1")
+    with mounted(cli.env, tmp_path / "mnt"):
+        (name,) = os.listdir(tmp_path / "mnt" / "snapshots")
+        yield tmp_path / "mnt" / "snapshots" / name / str(src).lstrip("/")
+
+
+def test_mounted_tree_equals_its_source(snapshot_dir: Path, src: Path) -> None:
+    assert_same_tree(src, snapshot_dir)
+    assert os.stat(snapshot_dir / "hard").st_ino == os.stat(snapshot_dir / "docs/note2.txt").st_ino
+    assert os.stat(snapshot_dir / "link", follow_symlinks=False).st_size == len("docs/note1.txt")
+    assert os.stat(snapshot_dir / "big.bin").st_blocks == (BIG + 511) // 512
+
+
+def test_cp_a_out_of_the_mount_equals_the_source(
+    snapshot_dir: Path, src: Path, tmp_path: Path
+) -> None:
+    subprocess.run(["cp", "-a", str(snapshot_dir), str(tmp_path / "copy")], check=True)
+    assert_same_tree(src, tmp_path / "copy")
+
+
+def test_random_preads_on_a_large_file(snapshot_dir: Path, src: Path) -> None:
+    expected = (src / "big.bin").read_bytes()
+    rnd = random.Random(3)
+    fd = os.open(snapshot_dir / "big.bin", os.O_RDONLY)
+    try:
+        for _ in range(200):
+            off = rnd.randrange(0, BIG + 1000)
+            size = rnd.choice([1, 17, 4096, 131072, 3 << 20])
+            assert os.pread(fd, size, off) == expected[off : off + size]
+    finally:
+        os.close(fd)
+
+
+def test_eight_threads_read_different_files(snapshot_dir: Path, src: Path) -> None:
+    names = [f"docs/note{i}.txt" for i in range(0, 60, 8)] + ["big.bin"]
+
+    def same(name: str) -> bool:
+        return (snapshot_dir / name).read_bytes() == (src / name).read_bytes()
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(same, names))
+
+
+WRITES: dict[str, Callable[[Path], object]] = {
+    "create": lambda d: open(d / "new", "w"),  # noqa: SIM115
+    "open for writing": lambda d: os.open(d / "empty", os.O_WRONLY),
+    "truncate": lambda d: os.truncate(d / "big.bin", 0),
+    "unlink": lambda d: os.unlink(d / "empty"),
+    "mkdir": lambda d: os.mkdir(d / "newdir"),
+    "rmdir": lambda d: os.rmdir(d / "docs" / "deep"),
+    "rename": lambda d: os.rename(d / "empty", d / "moved"),
+    "symlink": lambda d: os.symlink("x", d / "newlink"),
+    "hardlink": lambda d: os.link(d / "empty", d / "newhard"),
+    "chmod": lambda d: os.chmod(d / "empty", 0o777),
+    "chown": lambda d: os.chown(d / "empty", 1, 1),
+    "utime": lambda d: os.utime(d / "empty", (0, 0)),
+    "setxattr": lambda d: os.setxattr(d / "empty", "user.x", b"y"),
+    "removexattr": lambda d: os.removexattr(d / "docs" / "note4.txt", "user.origin"),
+    "mknod": lambda d: os.mkfifo(d / "newfifo"),
+}
+
+
+def test_every_kind_of_write_is_erofs(snapshot_dir: Path) -> None:
+    for what, action in WRITES.items():
+        with pytest.raises(OSError, match="Read-only file system") as err:
+            action(snapshot_dir)
+        assert err.value.errno == errno.EROFS, f"{what}: {err.value}"
+
+
+def test_layout_links_and_xattrs(cli: Cli, src: Path, tmp_path: Path) -> None:
+    cli.ok("init")
+    cli.ok("snapshot", str(src), "--tag", "nightly", "--host", "web1")
+    (snap,) = json.loads(cli.ok("snapshots", "--json").stdout)
+    with mounted(cli.env, tmp_path / "mnt"):
+        mnt = tmp_path / "mnt"
+        (name,) = os.listdir(mnt / "snapshots")
+        assert os.readlink(mnt / "latest") == f"snapshots/{name}"
+        assert os.readlink(mnt / "ids" / snap["short_id"]) == f"../snapshots/{name}"
+        assert os.readlink(mnt / "hosts" / "web1" / name) == f"../../snapshots/{name}"
+        assert os.readlink(mnt / "tags" / "nightly" / name) == f"../../snapshots/{name}"
+        inside = mnt / "latest" / str(src).lstrip("/")
+        assert (inside / "docs/note5.txt").read_bytes() == (src / "docs/note5.txt").read_bytes()
+        want = os.listxattr(src / "docs/note4.txt")
+        assert os.listxattr(inside / "docs/note4.txt") == want
+        if want:
+            assert os.getxattr(inside / "docs/note4.txt", "user.origin") == b"snapfs test"
+        os.statvfs(mnt)
+
+
+def test_snapshot_taken_while_mounted_appears(cli: Cli, src: Path, tmp_path: Path) -> None:
+    cli.ok("init")
+    cli.ok("snapshot", str(src))
+    with mounted(cli.env, tmp_path / "mnt"):
+        assert len(os.listdir(tmp_path / "mnt" / "snapshots")) == 1
+        (src / "added.txt").write_text("new")
+        cli.ok("snapshot", str(src))
+        deadline = time.monotonic() + 20
+        while len(os.listdir(tmp_path / "mnt" / "snapshots")) < 2:
+            assert time.monotonic() < deadline, "the new snapshot never appeared"
+            time.sleep(0.2)
+        added = tmp_path / "mnt" / "latest" / str(src).lstrip("/") / "added.txt"
+        assert added.read_text() == "new"
+
+
+def test_flipped_pack_byte_gives_eio_for_that_file_only(
+    cli: Cli, src: Path, tmp_path: Path
+) -> None:
+    cli.ok("init")
+    cli.ok("snapshot", str(src))
+    repo = Repository.open(LocalStore(cli.repo), PASSWORD, tmp_path / "inspect")
+    try:
+        node = resolve(repo, repo.find_snapshot("latest"), str(src / "big.bin"))
+        loc = repo.lookup(node.content[1][0])
+        assert loc is not None
+    finally:
+        repo.close()
+    pack = cli.repo / pack_name(loc.pack)
+    data = bytearray(pack.read_bytes())
+    data[loc.offset + 100] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    with mounted(cli.env, tmp_path / "mnt"):
+        inside = tmp_path / "mnt" / "latest" / str(src).lstrip("/")
+        with pytest.raises(OSError, match="Input/output error") as err:
+            (inside / "big.bin").read_bytes()
+        assert err.value.errno == errno.EIO
+        assert (inside / "docs/note9.txt").read_bytes() == (src / "docs/note9.txt").read_bytes()
+    log = (tmp_path / "mnt.log").read_text()
+    assert f"{src}/big.bin" in log
+    assert "authentication failed" in log
+
+
+def test_mount_after_deleting_the_cache(cli: Cli, src: Path, tmp_path: Path) -> None:
+    cli.ok("init")
+    cli.ok("snapshot", str(src))
+    with mounted(cli.env, tmp_path / "mnt"):
+        os.listdir(tmp_path / "mnt" / "latest")
+    shutil.rmtree(tmp_path / "cache")
+    with mounted(cli.env, tmp_path / "mnt"):
+        inside = tmp_path / "mnt" / "latest" / str(src).lstrip("/")
+        assert (inside / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+
+def test_background_mount_and_umount_leave_nothing_behind(
+    cli: Cli, src: Path, tmp_path: Path
+) -> None:
+    skip_without_fuse()
+    cli.ok("init")
+    cli.ok("snapshot", str(src))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        res = cli.ok("mount", str(mnt))
+        pid = int(res.stdout.split("(PID ")[1].split(")")[0])
+        assert mounted_fuse(str(mnt)) == "fuse.snapfs"
+        assert os.listdir(mnt / "latest")
+        cli.ok("umount", str(mnt))
+        assert mounted_fuse(str(mnt)) is None
+        deadline = time.monotonic() + 10
+        while _alive(pid):
+            assert time.monotonic() < deadline, f"mount process {pid} still running"
+            time.sleep(0.05)
+    finally:
+        unmount(mnt)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_sigterm_in_the_foreground_unmounts(cli: Cli, src: Path, tmp_path: Path) -> None:
+    cli.ok("init")
+    cli.ok("snapshot", str(src))
+    with mounted(cli.env, tmp_path / "mnt") as proc:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        assert mounted_fuse(str(tmp_path / "mnt")) is None
+
+
+@pytest.mark.parametrize("problem", ["missing", "not empty", "busy", "inside the repository"])
+def test_bad_mountpoints_are_one_clear_error(
+    cli: Cli, src: Path, tmp_path: Path, problem: str
+) -> None:
+    skip_without_fuse()
+    cli.ok("init")
+    target = {
+        "missing": tmp_path / "nope",
+        "not empty": src,
+        "busy": tmp_path / "mnt",
+        "inside the repository": cli.repo / "mnt",
+    }[problem]
+    if problem == "inside the repository":
+        target.mkdir()
+    if problem == "busy":
+        with mounted(cli.env, target):
+            res = cli.run("mount", str(target))
+    else:
+        res = cli.run("mount", str(target))
+    assert res.returncode == 1
+    line = one_line_error(res)
+    assert {"missing": "does not exist", "not empty": "is not empty", "busy": "is busy"}.get(
+        problem, "inside the repository"
+    ) in line
+
+
+def test_wrong_password_for_mount_exits_12_without_mounting(cli: Cli, tmp_path: Path) -> None:
+    skip_without_fuse()
+    cli.ok("init")
+    (tmp_path / "mnt").mkdir()
+    res = cli.run("mount", str(tmp_path / "mnt"), SNAPFS_PASSWORD="wrong")
+    assert res.returncode == 12
+    assert "wrong password" in one_line_error(res)
+    assert mounted_fuse(str(tmp_path / "mnt")) is None
+
+
+def test_umount_of_something_not_mounted(cli: Cli, tmp_path: Path) -> None:
+    res = cli.run("umount", str(tmp_path))
+    assert res.returncode == 1
+    assert "is not a FUSE mount" in one_line_error(res)
