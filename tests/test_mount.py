@@ -276,3 +276,17 @@ def test_umount_of_something_not_mounted(cli: Cli, tmp_path: Path) -> None:
     res = cli.run("umount", str(tmp_path))
     assert res.returncode == 1
     assert "is not a FUSE mount" in one_line_error(res)
+
+
+def test_mount_without_any_xattrs_switches_xattr_requests_off(cli: Cli, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.txt").write_text("no xattrs here")
+    cli.ok("init")
+    cli.ok("snapshot", str(plain))
+    with mounted(cli.env, tmp_path / "mnt"):
+        inside = tmp_path / "mnt" / "latest" / str(plain).lstrip("/")
+        with pytest.raises(OSError, match="Operation not supported"):
+            os.listxattr(inside / "a.txt")
+        subprocess.run(["cp", "-a", str(inside), str(tmp_path / "copy")], check=True)
+    assert (tmp_path / "copy" / "a.txt").read_text() == "no xattrs here"

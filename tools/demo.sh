@@ -28,4 +28,17 @@ rm -rf "$base/restored"
 $snapfs restore "latest:$base/sample/docs/readme.txt" --target "$base/restored"
 cmp "$base/sample/docs/readme.txt" "$base/restored/readme.txt"
 echo "== restored $base/restored/readme.txt, identical to the original"
+
+mnt="$base/mnt"
+mkdir -p "$mnt"
+if grep -q " $mnt fuse" /proc/mounts; then $snapfs umount "$mnt"; fi
+echo "== snapfs mount $mnt"
+$snapfs mount "$mnt"
+trap '$snapfs umount "$mnt" 2>/dev/null || true' EXIT
+ls "$mnt" "$mnt/snapshots"
+cp -a "$mnt/latest$base/sample/docs/readme.txt" "$base/restored/from-mount.txt"
+cmp "$base/sample/docs/readme.txt" "$base/restored/from-mount.txt"
+echo "== copied readme.txt back out of the mount: identical to the original"
+$snapfs umount "$mnt"
+trap - EXIT
 echo "repository: $SNAPFS_REPO   password file: $SNAPFS_PASSWORD_FILE"

@@ -1,14 +1,19 @@
 """Decoded chunks for the mount: an LRU bounded in bytes with single-flight fetches.
 
 Two readers of one chunk cause one fetch; a failed fetch is not cached, so a store that
-comes back serves the next read. Fetch (I/O limiter) and decrypt (CPU limiter) are
-separate hops. Runs on the trio loop.
+comes back serves the next read. A large chunk is fetched (I/O limiter) and decrypted
+(CPU limiter) in separate hops so a slow store never holds CPU tokens; a small one is
+done in one hop, since for small files the hop, not the work, is the cost. Prefetches
+of many chunks coalesce neighbours in a pack into one ranged read.
+
+Runs on the trio loop; the ``_``-prefixed sync helpers run in worker threads.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import trio
 
@@ -19,6 +24,12 @@ from snapfs.repo.format import BlobLocation, pack_name
 from snapfs.repo.repository import Repository
 
 log = logging.getLogger(__name__)
+
+SMALL_BLOB = 256 * 1024
+MAX_GAP = 256 * 1024  # bytes of other blobs worth reading through to save a request
+MAX_RUN = 16 * 1024 * 1024
+
+Fetched = tuple[bytes, BlobLocation, bytes]  # id, location, sealed bytes
 
 
 class _Flight:
@@ -42,47 +53,137 @@ class ChunkCache:
     def cached(self, blob_id: bytes) -> bool:
         return blob_id in self._lru or blob_id in self._flights
 
-    async def get(self, blob_id: bytes) -> bytes:
+    def peek(self, blob_id: bytes) -> bytes | None:
         data = self._lru.get(blob_id)
         if data is not None:
             self._lru.move_to_end(blob_id)
+        return data
+
+    async def get(self, blob_id: bytes) -> bytes:
+        data = self.peek(blob_id)
+        if data is not None:
             return data
         flight = self._flights.get(blob_id)
         if flight is None:
             return await self._fetch(blob_id)
         await flight.done.wait()
-        if flight.error is not None:
-            raise flight.error
-        assert flight.data is not None
+        if flight.data is None:  # the fetch we waited for failed: try once ourselves
+            return (
+                await self.get(blob_id) if blob_id in self._flights else await self._fetch(blob_id)
+            )
         return flight.data
 
     async def _fetch(self, blob_id: bytes) -> bytes:
         flight = self._flights[blob_id] = _Flight()
         try:
-            sealed, loc = await offload(self.limiters.io, self._read_sealed, blob_id)
-            data = await offload(
-                self.limiters.cpu, open_blob, self.repo.key, blob_id, sealed, loc.raw_length
-            )
+            loc, payload, plain = await offload(self.limiters.io, self._read_one, blob_id)
+            if not plain:
+                payload = await offload(
+                    self.limiters.cpu, open_blob, self.repo.key, blob_id, payload, loc.raw_length
+                )
         except BaseException as e:
             flight.error = e
             raise
         else:
-            flight.data = data
-            self._insert(blob_id, data)
-            return data
+            flight.data = payload
+            self._insert(blob_id, payload)
+            return payload
         finally:
             del self._flights[blob_id]
             flight.done.set()
 
-    def _read_sealed(self, blob_id: bytes) -> tuple[bytes, BlobLocation]:
-        """Worker thread: index lookup and the ranged read of exactly this blob."""
+    def _read_one(self, blob_id: bytes) -> tuple[BlobLocation, bytes, bool]:
+        """Worker thread: index lookup, ranged read of exactly this blob, and for a
+        small blob the decryption too. Returns (location, bytes, decrypted?)."""
+        loc = self._locate(blob_id)
+        sealed = self.repo.store.get(pack_name(loc.pack), loc.offset, loc.length)
+        if loc.raw_length <= SMALL_BLOB:
+            return loc, open_blob(self.repo.key, blob_id, sealed, loc.raw_length), True
+        return loc, sealed, False
+
+    def _locate(self, blob_id: bytes) -> BlobLocation:
         loc = self.repo.lookup(blob_id)
         if loc is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the repository index")
-        return self.repo.store.get(pack_name(loc.pack), loc.offset, loc.length), loc
+        return loc
+
+    async def prefetch(self, blob_ids: Iterable[bytes], budget: int) -> None:
+        """Fetch chunks not yet cached, up to ``budget`` bytes, with neighbouring chunks
+        of a pack read together. Errors are left for the reads that need the chunks."""
+        todo = list(dict.fromkeys(b for b in blob_ids if not self.cached(b)))
+        if not todo:
+            return
+        flights = {b: _Flight() for b in todo}
+        self._flights.update(flights)
+        try:
+            fetched = await offload(self.limiters.io, self._read_many, todo, budget)
+            plain = await offload(self.limiters.cpu, self._open_many, fetched)
+            for blob_id, data in plain:
+                flights[blob_id].data = data
+                self._insert(blob_id, data)
+        except Exception as e:
+            log.debug("prefetch of %d chunks failed: %s", len(todo), e)
+        finally:
+            for blob_id, flight in flights.items():
+                if flight.data is None and flight.error is None:
+                    flight.error = IntegrityError(f"blob {blob_id.hex()[:16]} could not be read")
+                del self._flights[blob_id]
+                flight.done.set()
+
+    def _read_many(self, blob_ids: list[bytes], budget: int) -> list[Fetched]:
+        """Worker thread: locate, group by pack, read runs of close neighbours."""
+        located: list[tuple[bytes, BlobLocation]] = []
+        total = 0
+        for blob_id in blob_ids:
+            loc = self.repo.lookup(blob_id)
+            if loc is None:
+                continue
+            total += loc.raw_length
+            if total > budget and located:
+                break
+            located.append((blob_id, loc))
+        located.sort(key=lambda x: (x[1].pack, x[1].offset))
+        out: list[Fetched] = []
+        run: list[tuple[bytes, BlobLocation]] = []
+        for item in located:
+            loc = item[1]
+            if run:
+                first, last = run[0][1], run[-1][1]
+                same_pack = loc.pack == first.pack
+                gap = loc.offset - (last.offset + last.length)
+                if (
+                    not same_pack
+                    or gap > MAX_GAP
+                    or loc.offset + loc.length - first.offset > MAX_RUN
+                ):
+                    out += self._read_run(run)
+                    run = []
+            run.append(item)
+        if run:
+            out += self._read_run(run)
+        return out
+
+    def _read_run(self, run: list[tuple[bytes, BlobLocation]]) -> list[Fetched]:
+        start = run[0][1].offset
+        end = max(loc.offset + loc.length for _, loc in run)
+        data = self.repo.store.get(pack_name(run[0][1].pack), start, end - start)
+        view = memoryview(data)
+        return [
+            (b, loc, bytes(view[loc.offset - start : loc.offset - start + loc.length]))
+            for b, loc in run
+        ]
+
+    def _open_many(self, fetched: list[Fetched]) -> list[tuple[bytes, bytes]]:
+        out = []
+        for blob_id, loc, sealed in fetched:
+            try:
+                out.append((blob_id, open_blob(self.repo.key, blob_id, sealed, loc.raw_length)))
+            except IntegrityError as e:
+                log.debug("prefetched chunk %s is bad: %s", blob_id.hex()[:16], e)
+        return out
 
     def _insert(self, blob_id: bytes, data: bytes) -> None:
-        if len(data) > self.max_bytes:
+        if len(data) > self.max_bytes or blob_id in self._lru:
             return
         self._lru[blob_id] = data
         self.size += len(data)

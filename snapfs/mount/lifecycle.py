@@ -84,6 +84,9 @@ def serve(
         limiters = Limiters.create()
         fs = SnapshotFS(repo, vfs_cache)
         ops = SnapfsOperations(fs, ChunkCache(repo, limiters, options.cache_bytes), limiters)
+        ops.xattrs_enabled = fs.may_hold_xattrs()
+        if not ops.xattrs_enabled:
+            log.info("no snapshot holds extended attributes: xattr requests are switched off")
         trio.run(_serve, ops, mountpoint, options, ready)
     finally:
         vfs_cache.close()

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import stat
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from snapfs.errors import IntegrityError, PathNotFound, SnapfsError, StoreError
 from snapfs.mount.chunkcache import ChunkCache
 from snapfs.mount.offload import Limiters, offload
 from snapfs.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, SOCKET, SYMLINK
-from snapfs.vfs.filesystem import Attr, SnapshotFS
+from snapfs.vfs.filesystem import Attr, Details, SnapshotFS
 from snapfs.vfs.reader import ChunkMap
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ IMMUTABLE_TIMEOUT = 86400.0
 LAYOUT_TIMEOUT = 1.0
 READDIR_PAGE = 512
 PREFETCH_CHUNKS = 4
+DETAILS_ENTRIES = 65536
+FOLLOWING_FILES = 64
+FOLLOWING_BYTES = 16 << 20
 
 _TYPE_BITS = {
     DIR: stat.S_IFDIR,
@@ -93,8 +97,26 @@ class SnapfsOperations(pyfuse3.Operations):
         super().__init__()
         self.fs, self.cache, self.limiters = fs, cache, limiters
         self.nursery: trio.Nursery | None = None
+        self.xattrs_enabled = True
         self._handles: dict[int, _Handle] = {}
         self._next_fh = 1
+        self._details: OrderedDict[int, Details] = OrderedDict()
+        self._walks: OrderedDict[bytes, int] = OrderedDict()  # tree -> prefetched up to
+
+    def _remember(self, d: Details) -> Details:
+        """Keep what lookup and readdir learnt, so getattr, the xattr calls and open of
+        a recently listed entry are answered on the loop without a thread hop."""
+        self._details[d.attr.ino] = d
+        self._details.move_to_end(d.attr.ino)
+        if len(self._details) > DETAILS_ENTRIES:
+            self._details.popitem(last=False)
+        return d
+
+    async def _get_details(self, inode: int) -> Details:
+        d = self._details.get(inode)
+        if d is not None and d.attr.immutable:
+            return d
+        return Details(await offload(self.limiters.index, self.fs.getattr, inode))
 
     # -- attributes ---------------------------------------------------------------------
 
@@ -121,22 +143,28 @@ class SnapfsOperations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self.entry(await offload(self.limiters.index, self.fs.lookup, parent_inode, name))
+        d = await offload(self.limiters.index, self.fs.lookup_details, parent_inode, name)
+        return self.entry(self._remember(d).attr)
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self.entry(await offload(self.limiters.index, self.fs.getattr, inode))
+        return self.entry((await self._get_details(inode)).attr)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """Inodes are derived and their records live in LMDB: nothing to drop."""
 
     @_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        """The kernel does not cache symlinks of this mount: every path through
+        ``latest`` asks again, so the answer comes from memory when it can."""
+        d = self._details.get(inode)
+        if d is not None and d.target is not None:
+            return d.target
         return await offload(self.limiters.index, self.fs.readlink, inode)
 
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        attr = await offload(self.limiters.index, self.fs.getattr, inode)
+        attr = (await self._get_details(inode)).attr
         if attr.type != DIR:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         return inode
@@ -145,9 +173,13 @@ class SnapfsOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         offset = start_id
         while True:
-            page = await offload(self.limiters.index, self.fs.readdir, fh, offset, READDIR_PAGE)
-            for name, attr, next_id in page:
-                if not pyfuse3.readdir_reply(token, name, self.entry(attr), next_id):
+            page = await offload(
+                self.limiters.index, self.fs.readdir_details, fh, offset, READDIR_PAGE
+            )
+            for name, d, next_id in page:
+                if not pyfuse3.readdir_reply(
+                    token, name, self.entry(self._remember(d).attr), next_id
+                ):
                     return
                 offset = next_id
             if len(page) < READDIR_PAGE:
@@ -157,15 +189,26 @@ class SnapfsOperations(pyfuse3.Operations):
         pass
 
     @_errors
+    async def _xattrs(self, inode: int) -> Sequence[tuple[bytes, bytes]]:
+        if not self.xattrs_enabled:
+            # ENOSYS makes the kernel stop asking for the rest of the mount: two to three
+            # requests less per file copied, decided at mount time from the snapshots.
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        d = self._details.get(inode)
+        if d is not None and d.tree is not None:
+            return d.xattrs
+        return await offload(self.limiters.index, self.fs.xattrs, inode)
+
+    @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        for key, value in await offload(self.limiters.index, self.fs.xattrs, inode):
+        for key, value in await self._xattrs(inode):
             if key == name:
                 return value
         raise pyfuse3.FUSEError(errno.ENODATA)
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
-        return [key for key, _ in await offload(self.limiters.index, self.fs.xattrs, inode)]
+        return [key for key, _ in await self._xattrs(inode)]
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
@@ -181,7 +224,13 @@ class SnapfsOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        content = await offload(self.limiters.index, self.fs.content, inode)
+        d = self._details.get(inode)
+        if d is not None and d.content is not None:
+            content = list(d.content)
+        else:
+            content = await offload(self.limiters.index, self.fs.content, inode)
+        if d is not None and d.tree is not None:
+            self._prefetch_following(d.tree, d.ordinal)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(inode, ChunkMap(content))
@@ -215,6 +264,29 @@ class SnapfsOperations(pyfuse3.Operations):
             if not self.cache.cached(blob_id):
                 self.nursery.start_soon(self._prefetch_one, blob_id)
             h.prefetched = i
+
+    def _prefetch_following(self, tree: bytes, ordinal: int) -> None:
+        """A file of a directory is opened: the files after it are likely next (cp -r,
+        tar, rsync read in listing order). Fetch their chunks ahead, coalesced, once."""
+        if self.nursery is None:
+            return
+        done = self._walks.get(tree, -1)
+        if ordinal + FOLLOWING_FILES // 2 < done:
+            return
+        self._walks[tree] = ordinal + FOLLOWING_FILES
+        self._walks.move_to_end(tree)
+        if len(self._walks) > 1024:
+            self._walks.popitem(last=False)
+        self.nursery.start_soon(self._prefetch_files, tree, max(ordinal, done))
+
+    async def _prefetch_files(self, tree: bytes, after: int) -> None:
+        try:
+            ids = await offload(
+                self.limiters.index, self.fs.following_chunks, tree, after, FOLLOWING_FILES
+            )
+            await self.cache.prefetch(ids, FOLLOWING_BYTES)
+        except Exception as e:  # the read that needs a chunk reports the error
+            log.debug("prefetch of following files failed: %s", e)
 
     async def _prefetch_one(self, blob_id: bytes) -> None:
         try:

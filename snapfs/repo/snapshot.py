@@ -33,7 +33,9 @@ class Snapshot:
 
     @property
     def time(self) -> datetime:
-        return datetime.fromtimestamp(self.time_ns / 1e9, tz=UTC)
+        """Exact to the microsecond, truncated (never rounded into the next second)."""
+        seconds, ns = divmod(self.time_ns, 1_000_000_000)
+        return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=ns // 1000)
 
     def time_text(self) -> str:
         return self.time.strftime("%Y-%m-%dT%H:%M:%SZ")

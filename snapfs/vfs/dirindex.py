@@ -136,12 +136,27 @@ class DirIndex:
         return [(int(_ORD.unpack(k[32:])[0]), decode_entry(v)) for k, v in rows]
 
     def content(self, tree_id: bytes, ordinal: int) -> list[tuple[bytes, int]]:
-        raw = self.cache.get("contents", tree_id + _ORD.pack(ordinal)) or b""
-        return [_CHUNK.unpack_from(raw, i) for i in range(0, len(raw), _CHUNK.size)]
+        return _decode_content(self.cache.get("contents", tree_id + _ORD.pack(ordinal)) or b"")
+
+    def extras(
+        self, tree_id: bytes, ordinals: list[int]
+    ) -> list[tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]]:
+        """(xattrs, content) of several entries, in two LMDB reads."""
+        keys = [tree_id + _ORD.pack(i) for i in ordinals]
+        xattrs = self.cache.get_many("xattrs", keys)
+        contents = self.cache.get_many("contents", keys)
+        return [
+            (_decode_xattrs(x) if x else [], _decode_content(c) if c else [])
+            for x, c in zip(xattrs, contents, strict=True)
+        ]
 
     def xattrs(self, tree_id: bytes, ordinal: int) -> list[tuple[bytes, bytes]]:
         raw = self.cache.get("xattrs", tree_id + _ORD.pack(ordinal))
         return _decode_xattrs(raw) if raw else []
+
+
+def _decode_content(raw: bytes) -> list[tuple[bytes, int]]:
+    return [_CHUNK.unpack_from(raw, i) for i in range(0, len(raw), _CHUNK.size)]
 
 
 def _encode_xattrs(xattrs: list[tuple[bytes, bytes]]) -> bytes:

@@ -44,6 +44,23 @@ class Attr:
 
 
 @dataclass(frozen=True, slots=True)
+class Details:
+    """An entry with everything a front end answers without asking again: attributes,
+    xattrs and, for files of a few chunks, the chunk list; plus where it is listed
+    (tree, ordinal) so the files after it can be prefetched."""
+
+    attr: Attr
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
+    content: tuple[tuple[bytes, int], ...] | None = None
+    tree: bytes | None = None
+    ordinal: int = -1
+    target: bytes | None = None  # symlinks
+
+
+SMALL_CONTENT = 16  # chunks; longer lists are fetched when the file is opened
+
+
+@dataclass(frozen=True, slots=True)
 class _Where:
     parent: int
     snapshot: int
@@ -116,6 +133,11 @@ class SnapshotFS:
         return None
 
     @staticmethod
+    def _layout_target(ino: int, layout: Layout) -> bytes | None:
+        node = layout.get(ino)
+        return node.target if isinstance(node, LayoutLink) else None
+
+    @staticmethod
     def _entry_attr(ino: int, e: Entry) -> Attr:
         nlink = 2 if e.type == DIR else max(1, e.nlink)
         size = len(e.target or b"") if e.type == SYMLINK else e.size
@@ -144,6 +166,18 @@ class SnapshotFS:
     # -- operations -------------------------------------------------------------------------
 
     def lookup(self, parent: int, name: bytes) -> Attr:
+        return self.lookup_details(parent, name).attr
+
+    def _details(self, tree: bytes, rows: list[tuple[int, int, Entry]]) -> list[Details]:
+        extras = self.dirs.extras(tree, [ordinal for _, ordinal, _ in rows])
+        out = []
+        for (ino, ordinal, e), (xattrs, content) in zip(rows, extras, strict=True):
+            small = tuple(content) if e.type == FILE and len(content) <= SMALL_CONTENT else None
+            attr = self._entry_attr(ino, e)
+            out.append(Details(attr, tuple(xattrs), small, tree, ordinal, e.target))
+        return out
+
+    def lookup_details(self, parent: int, name: bytes) -> Details:
         layout = self.layout(fresh=parent == ROOT_INODE)
         pnode = layout.get(parent)
         if isinstance(pnode, LayoutDir):
@@ -154,7 +188,7 @@ class SnapshotFS:
             attr = self._layout_attr(child, layout) if child is not None else None
             if attr is None:
                 raise PathNotFound(f"{name!r} not found")
-            return attr
+            return Details(attr, target=self._layout_target(attr.ino, layout))
         where = self._dir_tree(parent)
         if where is None:
             raise PathNotFound(f"{name!r} not found")
@@ -165,10 +199,13 @@ class SnapshotFS:
         ordinal, e = found
         ino = self._entry_ino(parent, snap, e)
         self._remember([(ino, _Where(parent, snap, tree, ordinal))])
-        return self._entry_attr(ino, e)
+        return self._details(tree, [(ino, ordinal, e)])[0]
 
     def readdir(self, ino: int, start: int, limit: int) -> list[tuple[bytes, Attr, int]]:
         """Up to ``limit`` (name, attr, next offset) from offset ``start``."""
+        return [(n, d.attr, i) for n, d, i in self.readdir_details(ino, start, limit)]
+
+    def readdir_details(self, ino: int, start: int, limit: int) -> list[tuple[bytes, Details, int]]:
         layout = self.layout(fresh=start == 0)
         node = layout.get(ino)
         if isinstance(node, LayoutDir):
@@ -177,19 +214,33 @@ class SnapshotFS:
             for i, name in enumerate(names, start + 1):
                 attr = self._layout_attr(node.children[name], layout)
                 if attr is not None:
-                    out.append((name, attr, i))
+                    out.append(
+                        (name, Details(attr, target=self._layout_target(attr.ino, layout)), i)
+                    )
             return out
         where = self._dir_tree(ino)
         if where is None:
             return []
         tree, snap = where
-        rows, out2 = [], []
-        for ordinal, e in self.dirs.page(tree, start, limit):
-            child = self._entry_ino(ino, snap, e)
-            rows.append((child, _Where(ino, snap, tree, ordinal)))
-            out2.append((e.name, self._entry_attr(child, e), ordinal + 1))
-        self._remember(rows)
-        return out2
+        page = self.dirs.page(tree, start, limit)
+        inos = [self._entry_ino(ino, snap, e) for _, e in page]
+        self._remember(
+            [(c, _Where(ino, snap, tree, o)) for c, (o, _) in zip(inos, page, strict=True)]
+        )
+        details = self._details(tree, [(c, o, e) for c, (o, e) in zip(inos, page, strict=True)])
+        return [(e.name, d, o + 1) for (o, e), d in zip(page, details, strict=True)]
+
+    def may_hold_xattrs(self) -> bool:
+        """Whether any snapshot has extended attributes (older ones may, unrecorded)."""
+        return any(s.summary.get("xattrs", 1) for s in self.repo.list_snapshots())
+
+    def following_chunks(self, tree: bytes, ordinal: int, files: int) -> list[bytes]:
+        """Chunk ids of the next ``files`` regular files after ``ordinal`` in a directory:
+        what a ``cp -r`` will read next."""
+        page = self.dirs.page(tree, ordinal + 1, files)
+        ordinals = [o for o, e in page if e.type == FILE and e.size > 0]
+        extras = self.dirs.extras(tree, ordinals)
+        return [blob_id for _, content in extras for blob_id, _ in content]
 
     def readlink(self, ino: int) -> bytes:
         node = self.layout().get(ino)

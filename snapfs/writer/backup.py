@@ -50,6 +50,7 @@ class Summary:
     bytes_read: int = 0
     bytes_added: int = 0
     errors: int = 0
+    xattrs: int = 0  # entries with extended attributes (a mount without any skips them)
     duration: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -307,6 +308,7 @@ class Backup:
             f.node.size = sum(size for _, size in f.node.content)
             s.total_files += 1
             s.total_bytes += f.node.size
+        s.xattrs += sum(1 for c in job.children if c.xattrs)
         tree = self._saver.save_tree(encode_tree(job.children))
         s.bytes_added += tree.stored
         s.dirs += 1
