@@ -54,7 +54,9 @@ class Layout:
 
 def snapshot_names(snaps: list[Snapshot]) -> list[tuple[bytes, Snapshot]]:
     """UTC second names; later snapshots in the same second get their short id appended,
-    so names already shown never change when a snapshot is added."""
+    so names already shown do not change when a newer snapshot is added. (A snapshot
+    dated earlier within the same second but written later — clock skew between hosts —
+    takes the plain name; docs/guide.md says so.)"""
     seen: set[str] = set()
     out = []
     for s in sorted(snaps, key=lambda s: (s.time_ns, s.id)):
@@ -100,7 +102,10 @@ def build_layout(snaps: list[Snapshot]) -> Layout:
         ino = layout_inode(b"snapshots/" + name)
         nodes[ino] = SnapshotRoot(ino, snap, name)
         mkdir(b"snapshots").children[name] = ino
-        link(b"ids", snap.short_id.encode(), b"../snapshots/" + name, snap.time_ns)
+        short = snap.short_id.encode()
+        if short in mkdir(b"ids").children:  # 1 in 4 billion: show more digits
+            short = snap.id.hex()[:16].encode()
+        link(b"ids", short, b"../snapshots/" + name, snap.time_ns)
         link(b"hosts/" + _safe(snap.host), name, b"../../snapshots/" + name, snap.time_ns)
         for tag in snap.tags:
             link(b"tags/" + _safe(tag), name, b"../../snapshots/" + name, snap.time_ns)
