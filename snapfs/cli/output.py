@@ -9,17 +9,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from snapfs.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, SOCKET, SYMLINK, Node
+from snapfs.repo.tree import SYMLINK, Node, st_mode
 from snapfs.writer.backup import Summary
-
-_TYPE_BITS = {
-    DIR: stat.S_IFDIR,
-    SYMLINK: stat.S_IFLNK,
-    FIFO: stat.S_IFIFO,
-    CHARDEV: stat.S_IFCHR,
-    BLOCKDEV: stat.S_IFBLK,
-    SOCKET: stat.S_IFSOCK,
-}
 
 
 def print_json(obj: Any) -> None:
@@ -41,7 +32,7 @@ def display(raw: bytes) -> str:
 
 
 def mode_string(node: Node) -> str:
-    return stat.filemode(_TYPE_BITS.get(node.type, stat.S_IFREG) | node.mode)
+    return stat.filemode(st_mode(node.type, node.mode))
 
 
 def node_line(path: bytes, node: Node) -> str:

@@ -12,7 +12,6 @@ import errno
 import functools
 import logging
 import os
-import stat
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import trio
 from snapfs.errors import IntegrityError, PathNotFound, SnapfsError, StoreError
 from snapfs.mount.chunkcache import ChunkCache
 from snapfs.mount.offload import Limiters, offload
-from snapfs.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, SOCKET, SYMLINK
+from snapfs.repo.tree import DIR, st_mode
 from snapfs.vfs.filesystem import Attr, Details, SnapshotFS
 from snapfs.vfs.reader import ChunkMap
 
@@ -40,14 +39,6 @@ DETAILS_ENTRIES = 65536
 FOLLOWING_FILES = 64
 FOLLOWING_BYTES = 16 << 20
 
-_TYPE_BITS = {
-    DIR: stat.S_IFDIR,
-    SYMLINK: stat.S_IFLNK,
-    FIFO: stat.S_IFIFO,
-    CHARDEV: stat.S_IFCHR,
-    BLOCKDEV: stat.S_IFBLK,
-    SOCKET: stat.S_IFSOCK,
-}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -124,7 +115,7 @@ class SnapfsOperations(pyfuse3.Operations):
     def entry(attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         e.st_ino = attr.ino
-        e.st_mode = _TYPE_BITS.get(attr.type, stat.S_IFREG) | attr.mode
+        e.st_mode = st_mode(attr.type, attr.mode)
         e.st_nlink = attr.nlink
         e.st_uid, e.st_gid = attr.uid, attr.gid
         e.st_rdev = attr.rdev

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,20 @@ CHARDEV = "chardev"
 BLOCKDEV = "blockdev"
 SOCKET = "socket"
 NODE_TYPES = (FILE, DIR, SYMLINK, FIFO, CHARDEV, BLOCKDEV, SOCKET)
+_TYPE_BITS = {
+    FILE: stat.S_IFREG,
+    DIR: stat.S_IFDIR,
+    SYMLINK: stat.S_IFLNK,
+    FIFO: stat.S_IFIFO,
+    CHARDEV: stat.S_IFCHR,
+    BLOCKDEV: stat.S_IFBLK,
+    SOCKET: stat.S_IFSOCK,
+}
+
+
+def st_mode(node_type: str, permissions: int) -> int:
+    """The full ``st_mode`` (type bits and permission bits) of a node."""
+    return _TYPE_BITS[node_type] | permissions
 
 
 @dataclass(slots=True)

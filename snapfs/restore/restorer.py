@@ -13,25 +13,18 @@ import errno
 import logging
 import os
 import shutil
-import stat
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from snapfs.errors import SnapfsError
 from snapfs.repo.repository import Repository
-from snapfs.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node
+from snapfs.repo.tree import DIR, FILE, SYMLINK, Node, st_mode
 from snapfs.vfs.paths import children
 
 log = logging.getLogger(__name__)
 
 _IS_ROOT = os.geteuid() == 0
-_MKNOD_TYPES = {
-    FIFO: stat.S_IFIFO,
-    CHARDEV: stat.S_IFCHR,
-    BLOCKDEV: stat.S_IFBLK,
-    SOCKET: stat.S_IFSOCK,
-}
 
 
 @dataclass(slots=True)
@@ -112,7 +105,7 @@ class Restorer:
             self._apply_meta(node, path, None)
             self.stats.others += 1
         else:
-            os.mknod(path, node.mode | _MKNOD_TYPES[node.type], node.rdev)
+            os.mknod(path, st_mode(node.type, node.mode), node.rdev)
             self._apply_meta(node, path, None)
             self.stats.others += 1
 
