@@ -447,7 +447,7 @@ def test_snapshot_json_round_trip(parent: bytes | None) -> None:
 def test_snapshot_json_has_readable_time() -> None:
     doc = json.loads(_snapshot(None).to_json())
     assert doc["version"] == 1
-    assert doc["time"] == "2023-11-14T22:13:20.123457Z"
+    assert doc["time"] == "2023-11-14T22:13:20.123456Z"  # truncated, never rounded
     assert "id" not in doc
 
 

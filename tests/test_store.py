@@ -11,16 +11,25 @@ from snapfs.errors import ObjectNotFound, StoreError
 from snapfs.store import Store
 from snapfs.store.local import TMP_PREFIX, LocalStore
 from snapfs.store.memory import MemoryStore
+from snapfs.store.s3 import S3Store
+from tests.s3server import S3Server
 
 H1 = "ab" + "0" * 62
 H2 = "ab" + "1" * 62
 H3 = "cd" + "2" * 62
 
 
-@pytest.fixture(params=["memory", "local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+@pytest.fixture(params=["memory", "local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     if request.param == "memory":
         return MemoryStore()
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3")
+        for k, v in server.env().items():
+            monkeypatch.setenv(k, v)
+        s3 = S3Store(request.getfixturevalue("s3_url"))
+        s3.ensure_bucket()
+        return s3
     return LocalStore(tmp_path / "store")
 
 
@@ -111,9 +120,10 @@ def test_delete(store: Store) -> None:
     assert [n for n, _ in store.list("index/")] == [f"index/{H2}"]
 
 
-def test_delete_missing_raises_object_not_found(store: Store) -> None:
-    with pytest.raises(ObjectNotFound):
-        store.delete("config")
+def test_delete_missing_is_a_no_op(store: Store) -> None:
+    """S3 semantics, which every store follows: deleting what is gone succeeds."""
+    store.delete("index/" + H1)
+    assert not store.exists("index/" + H1)
 
 
 def test_exists(store: Store) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -18,7 +19,8 @@ from snapfs.repo.lock import RepoLock
 from snapfs.repo.repository import Repository, init_repository
 from snapfs.repo.snapshot import Snapshot
 from snapfs.restore.restorer import Restorer
-from snapfs.store import open_store
+from snapfs.store import Store, open_store
+from snapfs.store.counting import CountingStore
 from snapfs.vfs.paths import resolve, walk
 from snapfs.writer.backup import Backup, BackupOptions
 from snapfs.writer.walker import Excludes, read_exclude_file
@@ -33,10 +35,27 @@ def repo_url(args: argparse.Namespace) -> str:
     return url
 
 
+def store_for(args: argparse.Namespace) -> Store:
+    """The repository's store; with SNAPFS_STATS set, counted and reported at the end."""
+    store = open_store(repo_url(args), args.s3_endpoint)
+    if os.environ.get("SNAPFS_STATS"):
+        counting = CountingStore(store)
+        atexit.register(lambda: log.warning("%s", counting.summary()))
+        return counting
+    return store
+
+
+def disk_cache_bytes(args: argparse.Namespace) -> int:
+    if args.disk_cache < 0:
+        raise UsageError("--disk-cache must be 0 (off) or more MiB")
+    return int(args.disk_cache) * MiB
+
+
 @contextmanager
 def open_repo(args: argparse.Namespace) -> Iterator[Repository]:
-    store = open_store(repo_url(args))
-    repo = Repository.open(store, read_password(args.password_file))
+    store = store_for(args)
+    password = read_password(args.password_file)
+    repo = Repository.open(store, password, disk_cache_bytes=disk_cache_bytes(args))
     try:
         yield repo
     finally:
@@ -46,7 +65,7 @@ def open_repo(args: argparse.Namespace) -> Iterator[Repository]:
 def cmd_mount(args: argparse.Namespace) -> int:
     from snapfs.cli import mounting
 
-    return mounting.cmd_mount(args, repo_url(args))
+    return mounting.cmd_mount(args, store_for(args), disk_cache_bytes(args))
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
@@ -60,7 +79,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError("--compression must be between 0 (off) and 22")
     if not 1 <= args.pack_size <= 512:
         raise UsageError("--pack-size must be between 1 and 512 MiB")
-    store = open_store(repo_url(args))
+    store = store_for(args)
+    ensure_bucket = getattr(getattr(store, "inner", store), "ensure_bucket", None)
+    if ensure_bucket is not None:  # S3: create the bucket if needed, as restic does
+        ensure_bucket()
     if store.exists("config"):
         raise SnapfsError(f"a repository already exists at {store.location}")
     password = read_password(args.password_file, confirm=True)

@@ -45,6 +45,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-file", help="read the password from this file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("--s3-endpoint", metavar="URL", help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
+    p.add_argument(
+        "--disk-cache",
+        type=int,
+        default=1024,
+        metavar="MIB",
+        help="local cache of data fetched from S3 (default 1024, 0 = off)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

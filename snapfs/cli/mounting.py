@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from snapfs.cli.password import read_password
 from snapfs.errors import EXIT_FAILURE, EXIT_OK, SnapfsError, UsageError
 from snapfs.repo.repository import Repository
-from snapfs.store import Store, open_store
+from snapfs.store import Store
 from snapfs.store.local import LocalStore
 
 if TYPE_CHECKING:
@@ -29,16 +29,18 @@ log = logging.getLogger("snapfs")
 MiB = 1 << 20
 
 
-def cmd_mount(args: argparse.Namespace, repo_url: str) -> int:
+def cmd_mount(args: argparse.Namespace, store: Store, disk_cache: int) -> int:
     from snapfs.mount.lifecycle import MountOptions, check_mountpoint
 
     if args.cache_size < 8:
         raise UsageError("--cache-size must be at least 8 (MiB)")
-    store = open_store(repo_url)
-    root = str(store.root) if isinstance(store, LocalStore) else None
+    inner = getattr(store, "inner", store)
+    root = str(inner.root) if isinstance(inner, LocalStore) else None
     mountpoint = check_mountpoint(args.mountpoint, root)
     password = read_password(args.password_file)
-    options = MountOptions(cache_bytes=args.cache_size * MiB, allow_other=args.allow_other)
+    options = MountOptions(
+        cache_bytes=args.cache_size * MiB, allow_other=args.allow_other, disk_cache_bytes=disk_cache
+    )
     if args.foreground:
         _run(store, password, mountpoint, options, lambda _repo: None)
         return EXIT_OK
@@ -54,7 +56,7 @@ def _run(
 ) -> None:
     from snapfs.mount.lifecycle import serve
 
-    repo = Repository.open(store, password)
+    repo = Repository.open(store, password, disk_cache_bytes=options.disk_cache_bytes)
     try:
         serve(repo, mountpoint, options, lambda: on_ready(repo))
     finally:

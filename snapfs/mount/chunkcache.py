@@ -19,17 +19,13 @@ import trio
 
 from snapfs.errors import IntegrityError
 from snapfs.mount.offload import Limiters, offload
-from snapfs.repo.blob import open_blob
-from snapfs.repo.format import BlobLocation, pack_name
+from snapfs.repo.fetch import Fetched
+from snapfs.repo.format import BlobLocation
 from snapfs.repo.repository import Repository
 
 log = logging.getLogger(__name__)
 
 SMALL_BLOB = 256 * 1024
-MAX_GAP = 256 * 1024  # bytes of other blobs worth reading through to save a request
-MAX_RUN = 16 * 1024 * 1024
-
-Fetched = tuple[bytes, BlobLocation, bytes]  # id, location, sealed bytes
 
 
 class _Flight:
@@ -79,7 +75,7 @@ class ChunkCache:
             loc, payload, plain = await offload(self.limiters.io, self._read_one, blob_id)
             if not plain:
                 payload = await offload(
-                    self.limiters.cpu, open_blob, self.repo.key, blob_id, payload, loc.raw_length
+                    self.limiters.cpu, self.repo.fetcher.open, blob_id, loc, payload
                 )
         except BaseException as e:
             flight.error = e
@@ -93,13 +89,14 @@ class ChunkCache:
             flight.done.set()
 
     def _read_one(self, blob_id: bytes) -> tuple[BlobLocation, bytes, bool]:
-        """Worker thread: index lookup, ranged read of exactly this blob, and for a
-        small blob the decryption too. Returns (location, bytes, decrypted?)."""
+        """Worker thread: index lookup, ranged read of exactly this blob (or the disk
+        cache), and for a small blob the decryption too. Returns (location, bytes,
+        decrypted?)."""
         loc = self._locate(blob_id)
-        sealed = self.repo.store.get(pack_name(loc.pack), loc.offset, loc.length)
+        fetcher = self.repo.fetcher
         if loc.raw_length <= SMALL_BLOB:
-            return loc, open_blob(self.repo.key, blob_id, sealed, loc.raw_length), True
-        return loc, sealed, False
+            return loc, fetcher.read(blob_id, loc), True
+        return loc, fetcher.sealed(blob_id, loc), False
 
     def _locate(self, blob_id: bytes) -> BlobLocation:
         loc = self.repo.lookup(blob_id)
@@ -131,7 +128,6 @@ class ChunkCache:
                 flight.done.set()
 
     def _read_many(self, blob_ids: list[bytes], budget: int) -> list[Fetched]:
-        """Worker thread: locate, group by pack, read runs of close neighbours."""
         located: list[tuple[bytes, BlobLocation]] = []
         total = 0
         for blob_id in blob_ids:
@@ -142,42 +138,13 @@ class ChunkCache:
             if total > budget and located:
                 break
             located.append((blob_id, loc))
-        located.sort(key=lambda x: (x[1].pack, x[1].offset))
-        out: list[Fetched] = []
-        run: list[tuple[bytes, BlobLocation]] = []
-        for item in located:
-            loc = item[1]
-            if run:
-                first, last = run[0][1], run[-1][1]
-                same_pack = loc.pack == first.pack
-                gap = loc.offset - (last.offset + last.length)
-                if (
-                    not same_pack
-                    or gap > MAX_GAP
-                    or loc.offset + loc.length - first.offset > MAX_RUN
-                ):
-                    out += self._read_run(run)
-                    run = []
-            run.append(item)
-        if run:
-            out += self._read_run(run)
-        return out
-
-    def _read_run(self, run: list[tuple[bytes, BlobLocation]]) -> list[Fetched]:
-        start = run[0][1].offset
-        end = max(loc.offset + loc.length for _, loc in run)
-        data = self.repo.store.get(pack_name(run[0][1].pack), start, end - start)
-        view = memoryview(data)
-        return [
-            (b, loc, bytes(view[loc.offset - start : loc.offset - start + loc.length]))
-            for b, loc in run
-        ]
+        return self.repo.fetcher.sealed_many(located)
 
     def _open_many(self, fetched: list[Fetched]) -> list[tuple[bytes, bytes]]:
         out = []
         for blob_id, loc, sealed in fetched:
             try:
-                out.append((blob_id, open_blob(self.repo.key, blob_id, sealed, loc.raw_length)))
+                out.append((blob_id, self.repo.fetcher.open(blob_id, loc, sealed)))
             except IntegrityError as e:
                 log.debug("prefetched chunk %s is bad: %s", blob_id.hex()[:16], e)
         return out

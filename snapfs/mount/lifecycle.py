@@ -38,6 +38,7 @@ class MountOptions:
     cache_bytes: int = 128 * MiB
     allow_other: bool = False
     max_tasks: int = 64
+    disk_cache_bytes: int = 1 << 30
 
 
 def mounted_fuse(path: str) -> str | None:

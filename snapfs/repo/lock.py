@@ -7,7 +7,6 @@ refreshed for STALE_AFTER seconds).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from snapfs.crypto import MasterKey, open_sealed, seal
-from snapfs.errors import IntegrityError, LockedError, ObjectNotFound
+from snapfs.errors import IntegrityError, LockedError, ObjectNotFound, StoreError
 from snapfs.repo.format import AAD_LOCK
 from snapfs.store import Store
 
@@ -119,8 +118,10 @@ class RepoLock:
                 log.warning("could not refresh the repository lock: %s", e)
 
     def _remove(self) -> None:
-        with contextlib.suppress(ObjectNotFound):
+        try:
             self.store.delete(self.name)
+        except StoreError as e:  # e.g. S3 gone: the lock goes stale by itself
+            log.warning("could not remove lock %s: %s", self.name, e)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

@@ -19,6 +19,7 @@ from threading import Lock
 
 from snapfs import __version__
 from snapfs.cache import Cache, default_cache_root
+from snapfs.cache.diskcache import DiskCache
 from snapfs.compress import compress, decompress
 from snapfs.crypto import KdfParams, MasterKey, open_sealed, seal, unwrap_key, wrap_key
 from snapfs.errors import (
@@ -30,8 +31,8 @@ from snapfs.errors import (
     SnapshotNotFound,
     WrongPassword,
 )
-from snapfs.repo.blob import open_blob
 from snapfs.repo.config import RepoConfig
+from snapfs.repo.fetch import BlobFetcher
 from snapfs.repo.format import (
     AAD_CONFIG,
     AAD_INDEX,
@@ -42,7 +43,6 @@ from snapfs.repo.format import (
     id_from_name,
     index_name,
     object_id,
-    pack_name,
     snapshot_name,
 )
 from snapfs.repo.snapshot import Snapshot
@@ -92,14 +92,38 @@ def init_repository(
     return config
 
 
+DEFAULT_DISK_CACHE = 1 << 30
+
+
 class Repository:
-    def __init__(self, store: Store, key: MasterKey, config: RepoConfig, cache: Cache) -> None:
-        self.store, self.key, self.config, self.cache = store, key, config, cache
+    def __init__(
+        self,
+        store: Store,
+        key: MasterKey,
+        config: RepoConfig,
+        cache: Cache,
+        disk_cache_bytes: int = DEFAULT_DISK_CACHE,
+    ) -> None:
+        self.key, self.config, self.cache = key, config, cache
+        remote = getattr(store, "remote", False)
+        disk = (
+            DiskCache(cache.path / "blobs", disk_cache_bytes)
+            if remote and disk_cache_bytes
+            else None
+        )
+        self.fetcher = BlobFetcher(store, key, disk)
+        self.store = store
         self._trees: OrderedDict[bytes, list[Node]] = OrderedDict()
         self._trees_lock = Lock()
 
     @classmethod
-    def open(cls, store: Store, password: bytes, cache_root: Path | None = None) -> Repository:
+    def open(
+        cls,
+        store: Store,
+        password: bytes,
+        cache_root: Path | None = None,
+        disk_cache_bytes: int = DEFAULT_DISK_CACHE,
+    ) -> Repository:
         try:
             sealed_config = store.get(CONFIG)
         except ObjectNotFound:
@@ -107,9 +131,19 @@ class Repository:
         key = _open_key(store, password)
         config = RepoConfig.from_json(open_sealed(key.cipher, sealed_config, AAD_CONFIG))
         cache = Cache((cache_root or default_cache_root()) / config.id)
-        repo = cls(store, key, config, cache)
+        repo = cls(store, key, config, cache, disk_cache_bytes)
         repo.sync_index()
         return repo
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        """Swapping the store (a counting or test wrapper) swaps it for fetches too."""
+        self._store = store
+        self.fetcher.store = store
 
     def close(self) -> None:
         self.cache.close()
@@ -166,9 +200,8 @@ class Repository:
         return self.open_blob_at(blob_id, loc)
 
     def open_blob_at(self, blob_id: bytes, loc: BlobLocation) -> bytes:
-        sealed = self.store.get(pack_name(loc.pack), loc.offset, loc.length)
         try:
-            return open_blob(self.key, blob_id, sealed, loc.raw_length)
+            return self.fetcher.read(blob_id, loc)
         except IntegrityError as e:
             raise IntegrityError(f"pack {loc.pack.hex()[:16]}: {e}") from None
 

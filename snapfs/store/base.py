@@ -16,6 +16,8 @@ class Store(Protocol):
 
     ``put`` is atomic (a reader sees the whole object or none) and only acknowledged once
     durable; ``get`` with ``length`` reads a byte range so a reader can fetch one blob.
+    Optional attributes: ``parallelism`` (uploads worth running at once, default 2) and
+    ``remote`` (fetched data is worth a local disk cache).
     """
 
     location: str
@@ -24,7 +26,9 @@ class Store(Protocol):
 
     def put(self, name: str, data: bytes) -> None: ...
 
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str) -> None:
+        """Remove an object; removing one that is already gone is not an error."""
+        ...
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         """Yield (name, size) of every object whose name starts with ``prefix``."""
@@ -33,10 +37,12 @@ class Store(Protocol):
     def exists(self, name: str) -> bool: ...
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, s3_endpoint: str | None = None) -> Store:
     """Pick a backend from a repository URL: a path, ``file://``, or ``s3://``."""
     if url.startswith("s3://"):
-        raise UsageError("S3 repositories are not available in this version of snapfs")
+        from snapfs.store.s3 import S3Store
+
+        return S3Store(url, s3_endpoint)
     if url.startswith("memory://"):
         from snapfs.store.memory import MemoryStore
 

@@ -19,6 +19,8 @@ TMP_PREFIX = ".tmp-"
 
 
 class LocalStore:
+    parallelism = 2
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.location = str(self.root)
@@ -66,9 +68,7 @@ class LocalStore:
 
     def delete(self, name: str) -> None:
         try:
-            self._path(name).unlink()
-        except FileNotFoundError:
-            raise ObjectNotFound(f"{name} is missing from the repository") from None
+            self._path(name).unlink(missing_ok=True)
         except OSError as e:
             raise StoreError(f"cannot delete {self._path(name)}: {e.strerror}") from None
 

@@ -9,6 +9,8 @@ from snapfs.errors import ObjectNotFound, StoreError
 
 
 class MemoryStore:
+    parallelism = 2
+
     def __init__(self) -> None:
         self.location = "memory://"
         self._objects: dict[str, bytes] = {}
@@ -31,8 +33,7 @@ class MemoryStore:
 
     def delete(self, name: str) -> None:
         with self._lock:
-            if self._objects.pop(name, None) is None:
-                raise ObjectNotFound(f"{name} is missing from the repository")
+            self._objects.pop(name, None)
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         with self._lock:

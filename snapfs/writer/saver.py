@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from snapfs.repo.blob import seal_blob
 from snapfs.repo.format import BLOB_DATA, BLOB_TREE, BlobLocation, pack_name
@@ -36,7 +36,7 @@ class SaverLimits:
     max_inflight: int = 8
     readers: int = 2
     max_small_files: int = 16
-    uploads: int = 2
+    uploads: int = 0  # 0: as many as the store says it handles well
     index_every_packs: int = 32
     index_every_seconds: float = 60.0
 
@@ -44,11 +44,13 @@ class SaverLimits:
 class BlobSaver:
     def __init__(self, repo: Repository, limits: SaverLimits = SaverLimits()) -> None:
         self.repo = repo
+        if limits.uploads <= 0:
+            limits = replace(limits, uploads=getattr(repo.store, "parallelism", 2))
         self.limits = limits
         self._pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="seal")
-        self._uploader = ThreadPoolExecutor(limits.uploads, thread_name_prefix="upload")
+        self._uploader = ThreadPoolExecutor(self.limits.uploads, thread_name_prefix="upload")
         self._chunk_slots = threading.BoundedSemaphore(limits.max_inflight)
-        self._upload_slots = threading.BoundedSemaphore(limits.uploads)
+        self._upload_slots = threading.BoundedSemaphore(self.limits.uploads)
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._known: set[bytes] = set()

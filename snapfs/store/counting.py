@@ -1,0 +1,57 @@
+"""A Store decorator counting requests and bytes: what a run cost in S3 requests and
+egress. Thread-safe."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+
+from snapfs.store.base import Store
+
+
+class CountingStore:
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.location = inner.location
+        self.parallelism: int = getattr(inner, "parallelism", 2)
+        self.remote: bool = getattr(inner, "remote", False)
+        self.requests: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, op: str, nbytes: int = 0) -> None:
+        with self._lock:
+            self.requests[op] += 1
+            self.bytes[op] += nbytes
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        data = self.inner.get(name, offset, length)
+        self._count("get", len(data))
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        self.inner.put(name, data)
+        self._count("put", len(data))
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+        self._count("delete")
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        self._count("list")
+        yield from self.inner.list(prefix)
+
+    def exists(self, name: str) -> bool:
+        self._count("head")
+        return self.inner.exists(name)
+
+    def summary(self) -> str:
+        with self._lock:
+            parts = [
+                f"{op} {self.requests[op]}"
+                + (f" ({self.bytes[op]} bytes)" if self.bytes[op] else "")
+                for op in ("get", "put", "list", "head", "delete")
+                if self.requests[op]
+            ]
+        return "store requests: " + (", ".join(parts) or "none")
