@@ -18,7 +18,7 @@ from snapfs.repo.config import RepoConfig
 from snapfs.repo.repository import Repository, init_repository
 from snapfs.store.local import LocalStore
 from snapfs.store.memory import MemoryStore
-from tests.s3server import S3Server, weed_binary
+from tools.seaweed import S3Server, weed_binary
 
 PASSWORD = b"correct horse battery staple"
 FAST_KDF = KdfParams(iterations=1, memory_kib=8192, lanes=1)

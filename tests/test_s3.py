@@ -18,9 +18,9 @@ from snapfs.store.counting import CountingStore
 from snapfs.store.s3 import S3Store
 from tests.conftest import PASSWORD, Cli
 from tests.mounts import mounted
-from tests.s3server import READONLY_KEY, READONLY_SECRET, S3Server
 from tests.test_cli import one_line_error
 from tests.trees import assert_same_tree
+from tools.seaweed import READONLY_KEY, READONLY_SECRET, S3Server
 
 
 @pytest.fixture
@@ -227,3 +227,23 @@ def test_server_stopped_while_mounted_gives_eio_then_recovers(
         finally:
             s3.start()
         assert (inside / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+
+def _gets(stderr: str) -> int:
+    line = next(x for x in stderr.splitlines() if "store requests:" in x)
+    return int(line.split("get ")[1].split()[0]) if "get " in line else 0
+
+
+def test_the_disk_cache_keeps_rereads_off_s3(s3_cli: Cli, src: Path, tmp_path: Path) -> None:
+    s3_cli.ok("init")
+    s3_cli.ok("snapshot", str(src))
+    first = s3_cli.ok("restore", "latest", "--target", str(tmp_path / "a"), SNAPFS_STATS="1")
+    again = s3_cli.ok("restore", "latest", "--target", str(tmp_path / "b"), SNAPFS_STATS="1")
+    off = s3_cli.ok(
+        "restore", "latest", "--target", str(tmp_path / "c"), "--disk-cache", "0", SNAPFS_STATS="1"
+    )
+    data_gets = _gets(first.stderr) - _gets(again.stderr)
+    assert data_gets >= 2, "the first restore fetched no data?"
+    # the first run also fetched the index files, which the later ones had cached
+    assert _gets(off.stderr) - _gets(again.stderr) >= data_gets - 2
+    assert_same_tree(tmp_path / "a", tmp_path / "b")

@@ -12,7 +12,7 @@ from snapfs.store import Store
 from snapfs.store.local import TMP_PREFIX, LocalStore
 from snapfs.store.memory import MemoryStore
 from snapfs.store.s3 import S3Store
-from tests.s3server import S3Server
+from tools.seaweed import S3Server
 
 H1 = "ab" + "0" * 62
 H2 = "ab" + "1" * 62

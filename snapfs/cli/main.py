@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("mount", commands.cmd_mount, "browse all snapshots through a FUSE mount")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--foreground", action="store_true", help="serve until unmounted or Ctrl-C")
-    p.add_argument("--cache-size", type=int, default=128, metavar="MIB", help="chunk cache")
+    p.add_argument("--cache-size", type=int, default=64, metavar="MIB", help="chunk cache")
     p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
 
     p = sub.add_parser("umount", help="unmount a snapfs mount", prog="snapfs umount")

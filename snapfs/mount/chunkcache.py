@@ -149,6 +149,11 @@ class ChunkCache:
                 log.debug("prefetched chunk %s is bad: %s", blob_id.hex()[:16], e)
         return out
 
+    def drop(self, blob_id: bytes) -> None:
+        data = self._lru.pop(blob_id, None)
+        if data is not None:
+            self.size -= len(data)
+
     def _insert(self, blob_id: bytes, data: bytes) -> None:
         if len(data) > self.max_bytes or blob_id in self._lru:
             return

