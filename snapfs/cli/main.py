@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import logging
 import os
 import signal
@@ -17,6 +19,16 @@ from snapfs.cli import commands
 from snapfs.errors import EXIT_FAILURE, SnapfsError
 
 Handler = Callable[[argparse.Namespace], int]
+AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
+
+
+def command_modules() -> list[str]:
+    """``snapfs/cli/cmd_*.py``: each has ``register(add: AddCommand) -> None``."""
+    import snapfs.cli
+
+    return sorted(
+        m.name for m in pkgutil.iter_modules(snapfs.cli.__path__) if m.name.startswith("cmd_")
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("restore", commands.cmd_restore, "restore files from a snapshot")
     p.add_argument("snapshot", metavar="SNAP[:PATH]")
     p.add_argument("-t", "--target", required=True, metavar="DIR")
+
+    for module in command_modules():
+        importlib.import_module(f"snapfs.cli.{module}").register(add)
     return parser
 
 
