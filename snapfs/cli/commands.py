@@ -13,7 +13,14 @@ from contextlib import contextmanager
 from snapfs.cli.output import Progress, human_bytes, node_json, node_line, print_json
 from snapfs.cli.password import read_password
 from snapfs.crypto import KdfParams
-from snapfs.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, SnapfsError, UsageError
+from snapfs.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    RepositoryNotFound,
+    SnapfsError,
+    UsageError,
+)
 from snapfs.repo.config import MiB, RepoConfig
 from snapfs.repo.lock import RepoLock
 from snapfs.repo.repository import Repository, init_repository
@@ -54,6 +61,8 @@ def disk_cache_bytes(args: argparse.Namespace) -> int:
 @contextmanager
 def open_repo(args: argparse.Namespace) -> Iterator[Repository]:
     store = store_for(args)
+    if not store.exists("config"):  # say so before asking for a password
+        raise RepositoryNotFound(f"no snapfs repository at {store.location}")
     password = read_password(args.password_file)
     repo = Repository.open(store, password, disk_cache_bytes=disk_cache_bytes(args))
     try:

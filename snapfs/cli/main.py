@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import logging
 import os
+import pkgutil
 import signal
 import sys
 import traceback
