@@ -10,16 +10,14 @@ import pkgutil
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
 from snapfs import __version__
 from snapfs.cli import commands
+from snapfs.cli.registry import Handler
 from snapfs.errors import EXIT_FAILURE, SnapfsError
-
-Handler = Callable[[argparse.Namespace], int]
-AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
 
 
 def command_modules() -> list[str]:
