@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from snapfs.cli.password import read_password
 from snapfs.errors import EXIT_FAILURE, EXIT_OK, SnapfsError, UsageError
+from snapfs.repo.lock import RepoLock
 from snapfs.repo.repository import Repository
 from snapfs.store import Store
 from snapfs.store.local import LocalStore
@@ -58,7 +59,8 @@ def _run(
 
     repo = Repository.open(store, password, disk_cache_bytes=options.disk_cache_bytes)
     try:
-        serve(repo, mountpoint, options, lambda: on_ready(repo))
+        with RepoLock(repo.store, repo.key, exclusive=False):  # no prune under a mount
+            serve(repo, mountpoint, options, lambda: on_ready(repo))
     finally:
         repo.close()
 
