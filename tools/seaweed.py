@@ -108,6 +108,10 @@ class S3Server:
                 f"-filer.port={self.filer_port}",
                 "-volume.max=300",
                 "-master.volumeSizeLimitMB=1024",
+                # loopback only: no telemetry to the internet, no extra fixed-port servers
+                "-master.telemetry=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

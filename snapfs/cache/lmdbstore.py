@@ -16,7 +16,7 @@ import lmdb
 
 from snapfs.errors import SnapfsError
 
-TABLES = ("blobs", "index_files", "snapshots", "files", "meta")
+TABLES = ("blobs", "index_files", "snapshots", "files", "meta", "treepacks")
 VFS_TABLES = ("dirs", "entries", "names", "contents", "xattrs", "inodes")
 DEFAULT_MAP_SIZE = 1 << 38  # address space only; the file grows with what is stored
 

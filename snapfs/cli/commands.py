@@ -62,6 +62,9 @@ def disk_cache_bytes(args: argparse.Namespace) -> int:
 def open_repo(args: argparse.Namespace) -> Iterator[Repository]:
     store = store_for(args)
     if not store.exists("config"):  # say so before asking for a password
+        check_bucket = getattr(getattr(store, "inner", store), "check_bucket", None)
+        if check_bucket is not None:
+            check_bucket()  # S3: a missing bucket says so
         raise RepositoryNotFound(f"no snapfs repository at {store.location}")
     password = read_password(args.password_file)
     repo = Repository.open(store, password, disk_cache_bytes=disk_cache_bytes(args))

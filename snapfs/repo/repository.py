@@ -37,6 +37,7 @@ from snapfs.repo.format import (
     AAD_CONFIG,
     AAD_INDEX,
     AAD_SNAPSHOT,
+    BLOB_TREE,
     BlobLocation,
     decode_index,
     encode_index,
@@ -96,6 +97,8 @@ DEFAULT_DISK_CACHE = 1 << 30
 
 
 class Repository:
+    key_name: str = ""  # the key file the password opened (``keys/<hex>``), set by open
+
     def __init__(
         self,
         store: Store,
@@ -128,10 +131,11 @@ class Repository:
             sealed_config = store.get(CONFIG)
         except ObjectNotFound:
             raise RepositoryNotFound(f"no snapfs repository at {store.location}") from None
-        key = _open_key(store, password)
+        key, key_name = _open_key(store, password)
         config = RepoConfig.from_json(open_sealed(key.cipher, sealed_config, AAD_CONFIG))
         cache = Cache((cache_root or default_cache_root()) / config.id)
         repo = cls(store, key, config, cache, disk_cache_bytes)
+        repo.key_name = key_name
         repo.sync_index()
         return repo
 
@@ -156,13 +160,12 @@ class Repository:
         present = {name.rsplit("/", 1)[-1].encode() for name, _ in self.store.list("index/")}
         loaded = set(self.cache.keys("index_files"))
         if loaded - present:  # an index file was removed (prune): rebuild from scratch
-            self.cache.clear("blobs")
-            self.cache.clear("index_files")
+            for table in ("blobs", "index_files", "treepacks"):
+                self.cache.clear(table)
             loaded = set()
         new = sorted(present - loaded)
         for name in new:
-            blobs = self.read_index_file(name.decode())
-            self.cache.put_many("blobs", ((bid, _encode_loc(loc)) for bid, loc in blobs))
+            self._cache_blobs(self.read_index_file(name.decode()))
             self.cache.put_many("index_files", [(name, b"")])
         if new:
             log.debug("loaded %d index files", len(new))
@@ -180,9 +183,15 @@ class Repository:
         data = seal(self.key.cipher, compress(encode_index(packs, []), 3), AAD_INDEX)
         iid = object_id(data)
         self.store.put(index_name(iid), data)
-        blobs = [b for entries in packs.values() for b in entries]
-        self.cache.put_many("blobs", ((bid, _encode_loc(loc)) for bid, loc in blobs))
+        self._cache_blobs([b for entries in packs.values() for b in entries])
         self.cache.put_many("index_files", [(iid.hex().encode(), b"")])
+
+    def _cache_blobs(self, blobs: list[tuple[bytes, BlobLocation]]) -> None:
+        """Blob locations, and per pack its tree blobs (for fetching a tree pack whole)."""
+        self.cache.put_tables(
+            [("blobs", bid, _encode_loc(loc)) for bid, loc in blobs]
+            + [("treepacks", loc.pack + bid, b"") for bid, loc in blobs if loc.type == BLOB_TREE]
+        )
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         raw = self.cache.get("blobs", blob_id)
@@ -197,7 +206,21 @@ class Repository:
         loc = self.lookup(blob_id)
         if loc is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the repository index")
+        if loc.type == BLOB_TREE and self.fetcher.disk is not None:
+            self._fetch_tree_pack(blob_id, loc)
         return self.open_blob_at(blob_id, loc)
+
+    def _fetch_tree_pack(self, blob_id: bytes, loc: BlobLocation) -> None:
+        """Remote store: one tree missing from the disk cache brings all trees of its
+        pack, in a few large ranged reads — a directory walk then costs no request per
+        directory. Sync; runs in the worker thread that asked for the tree."""
+        assert self.fetcher.disk is not None
+        if self.fetcher.disk.get(blob_id) is not None:
+            return
+        ids = [k[32:] for k, _ in self.cache.scan("treepacks", loc.pack, b"", 1 << 20)]
+        located = [(i, found) for i in ids if (found := self.lookup(i)) is not None]
+        if located:
+            self.fetcher.sealed_many(located)
 
     def open_blob_at(self, blob_id: bytes, loc: BlobLocation) -> bytes:
         try:
@@ -269,14 +292,14 @@ class Repository:
         return sid
 
 
-def _open_key(store: Store, password: bytes) -> MasterKey:
+def _open_key(store: Store, password: bytes) -> tuple[MasterKey, str]:
     names = [n for n, _ in store.list("keys/")]
     if not names:
         raise FormatError(f"repository at {store.location} has no key files")
     damaged = []
     for name in names:
         try:
-            return unwrap_key(store.get(name), password)
+            return unwrap_key(store.get(name), password), name
         except WrongPassword:
             continue
         except (FormatError, ObjectNotFound) as e:  # one bad key file must not lock all out

@@ -25,6 +25,7 @@ class Snapshot:
     excludes: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     program_version: str = ""
+    original: bytes | None = None  # set by copy: the snapshot this one was copied from
     id: bytes = b""
 
     @property
@@ -47,6 +48,10 @@ class Snapshot:
         d["time"] = self.time.isoformat().replace("+00:00", "Z")
         d["tree"] = self.tree.hex()
         d["parent"] = self.parent.hex() if self.parent else None
+        if self.original is None:
+            del d["original"]  # only copies carry it
+        else:
+            d["original"] = self.original.hex()
         return json.dumps(d, sort_keys=True).encode()
 
     @classmethod
@@ -58,7 +63,18 @@ class Snapshot:
             d.pop("time", None)
             d["tree"] = bytes.fromhex(d["tree"])
             d["parent"] = bytes.fromhex(d["parent"]) if d.get("parent") else None
+            d["original"] = _optional_id(d.get("original"))
             known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
             return cls(**known, id=snapshot_id)
         except (ValueError, TypeError, KeyError) as e:
             raise FormatError(f"snapshot manifest is malformed: {e}") from None
+
+
+def _optional_id(value: object) -> bytes | None:
+    """An informational id: anything but 64 hex digits reads as absent, never as an error."""
+    if not isinstance(value, str) or len(value) != 64:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None

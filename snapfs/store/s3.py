@@ -193,11 +193,26 @@ class S3Store:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._key(name))
         except (bex.BotoCoreError, bex.ClientError) as e:
+            if isinstance(e, bex.ClientError) and e.response.get("Error", {}).get("Code") == "403":
+                self.get(name, 0, 1)  # a HEAD has no error body: a GET says what is wrong
             err = self._error(e, name)
             if isinstance(err, ObjectNotFound):
                 return False
             raise err from None
         return True
+
+    def check_bucket(self) -> None:
+        """RepositoryNotFound naming the bucket if it does not exist."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except bex.ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
+                raise RepositoryNotFound(
+                    f"S3 bucket {self.bucket} does not exist ({self.endpoint})"
+                ) from None
+            raise self._error(e, f"checking bucket {self.bucket}") from None
+        except bex.BotoCoreError as e:
+            raise self._error(e, f"checking bucket {self.bucket}") from None
 
     def ensure_bucket(self) -> None:
         """For ``init``: create the bucket when it does not exist yet, as restic does."""
