@@ -86,9 +86,15 @@ def test_tampered_index_file_is_refused(cli: Cli, src: Path, tmp_path: Path) -> 
     cli.ok("snapshot", str(src))
     (index,) = (cli.repo / "index").iterdir()
     flip(index, 30)
-    res = cli.run("snapshots", XDG_CACHE_HOME=str(tmp_path / "fresh-cache"))
+    fresh = str(tmp_path / "fresh-cache")
+    res = cli.run("snapshots", XDG_CACHE_HOME=fresh)
+    assert "skipping index file" in res.stderr  # the rest of the repository still opens
+    res = cli.run("restore", "latest", "--target", str(tmp_path / "out"), XDG_CACHE_HOME=fresh)
     assert res.returncode == 1
-    assert "index file" in one_line_error(res)
+    assert "is not in the repository index" in res.stderr
+    res = cli.run("check", XDG_CACHE_HOME=fresh)
+    assert res.returncode == 1
+    assert "index" in res.stdout
 
 
 def test_tampered_tree_pack_fails_ls(cli: Cli, src: Path, tmp_path: Path) -> None:

@@ -165,7 +165,13 @@ class Repository:
             loaded = set()
         new = sorted(present - loaded)
         for name in new:
-            self._cache_blobs(self.read_index_file(name.decode()))
+            try:
+                blobs = self.read_index_file(name.decode())
+            except (IntegrityError, FormatError) as e:
+                # one damaged file must not lock out the rest (and `check`, which names it)
+                log.warning("skipping index file %s: %s", name.decode()[:16], e)
+                continue
+            self._cache_blobs(blobs)
             self.cache.put_many("index_files", [(name, b"")])
         if new:
             log.debug("loaded %d index files", len(new))
