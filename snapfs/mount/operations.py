@@ -90,6 +90,7 @@ class SnapfsOperations(pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None
         self.xattrs_enabled = True
         self._handles: dict[int, _Handle] = {}
+        self._dirs: dict[int, list[int]] = {}  # open directory: [inode, end offset or -1]
         self._next_fh = 1
         self._details: OrderedDict[int, Details] = OrderedDict()
         self._walks: OrderedDict[bytes, int] = OrderedDict()  # tree -> prefetched up to
@@ -158,14 +159,21 @@ class SnapfsOperations(pyfuse3.Operations):
         attr = (await self._get_details(inode)).attr
         if attr.type != DIR:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = [inode, -1]
+        return fh
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing = self._dirs[fh]
+        inode, end = listing
+        if 0 <= end <= start_id:
+            return  # the kernel's closing call past the last entry: nothing to fetch
         offset = start_id
         while True:
             page = await offload(
-                self.limiters.index, self.fs.readdir_details, fh, offset, READDIR_PAGE
+                self.limiters.index, self.fs.readdir_details, inode, offset, READDIR_PAGE
             )
             for name, d, next_id in page:
                 if not pyfuse3.readdir_reply(
@@ -174,10 +182,11 @@ class SnapfsOperations(pyfuse3.Operations):
                     return
                 offset = next_id
             if len(page) < READDIR_PAGE:
+                listing[1] = offset
                 return
 
     async def releasedir(self, fh: int) -> None:
-        pass
+        self._dirs.pop(fh, None)
 
     @_errors
     async def _xattrs(self, inode: int) -> Sequence[tuple[bytes, bytes]]:
