@@ -26,6 +26,15 @@ def default_cache_root() -> Path:
     return Path(base) / "snapfs"
 
 
+_DAMAGE = (
+    lmdb.CorruptedError,
+    lmdb.InvalidError,
+    lmdb.PageNotFoundError,
+    lmdb.VersionMismatchError,
+    lmdb.PanicError,
+)
+
+
 def _private_dir(path: Path) -> None:
     """The cache holds decrypted names and chunk lists: only its owner may read it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -49,12 +58,14 @@ class Cache:
         try:
             _private_dir(path)
             self._env = self._open(path, len(tables), durable, map_size)
-        except lmdb.Error:
+        except _DAMAGE:
             if durable:
                 raise SnapfsError(f"the cache at {path} is damaged; delete it") from None
             shutil.rmtree(path, ignore_errors=True)  # derived data: start over
             _private_dir(path)
             self._env = self._open(path, len(tables), durable, map_size)
+        except lmdb.Error as e:  # e.g. already open in this process: not damage
+            raise SnapfsError(f"cannot open the cache at {path}: {e}") from None
         except OSError as e:
             raise SnapfsError(f"cannot open the cache at {path}: {e}") from None
         self._dbs = {t: self._env.open_db(t.encode()) for t in tables}

@@ -163,6 +163,7 @@ def snapshot_json(s: Snapshot) -> dict[str, object]:
         "tags": s.tags,
         "tree": s.tree.hex(),
         "parent": s.parent.hex() if s.parent else None,
+        "original": s.original.hex() if s.original else None,
         "summary": s.summary,
     }
 

@@ -136,7 +136,11 @@ class Repository:
         cache = Cache((cache_root or default_cache_root()) / config.id)
         repo = cls(store, key, config, cache, disk_cache_bytes)
         repo.key_name = key_name
-        repo.sync_index()
+        try:
+            repo.sync_index()
+        except BaseException:
+            repo.close()
+            raise
         return repo
 
     @property
