@@ -111,10 +111,10 @@ class SnapshotFS:
             for ino, w in rows
         )
 
-    def _entry_ino(self, parent: int, snapshot: int, e: Entry) -> int:
+    def _entry_ino(self, parent: int, snapshot: int, ordinal: int, e: Entry) -> int:
         if e.type == FILE and e.nlink > 1:
             return hardlink_inode(snapshot, e.dev, e.inode)
-        return entry_inode(parent, e.name)
+        return entry_inode(parent, ordinal)
 
     # -- attributes -----------------------------------------------------------------------
 
@@ -197,7 +197,7 @@ class SnapshotFS:
         if found is None:
             raise PathNotFound(f"{name!r} not found")
         ordinal, e = found
-        ino = self._entry_ino(parent, snap, e)
+        ino = self._entry_ino(parent, snap, ordinal, e)
         self._remember([(ino, _Where(parent, snap, tree, ordinal))])
         return self._details(tree, [(ino, ordinal, e)])[0]
 
@@ -223,7 +223,7 @@ class SnapshotFS:
             return []
         tree, snap = where
         page = self.dirs.page(tree, start, limit)
-        inos = [self._entry_ino(ino, snap, e) for _, e in page]
+        inos = [self._entry_ino(ino, snap, o, e) for o, e in page]
         self._remember(
             [(c, _Where(ino, snap, tree, o)) for c, (o, _) in zip(inos, page, strict=True)]
         )
