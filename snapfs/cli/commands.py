@@ -25,12 +25,9 @@ from snapfs.repo.config import MiB, RepoConfig
 from snapfs.repo.lock import RepoLock
 from snapfs.repo.repository import Repository, init_repository
 from snapfs.repo.snapshot import Snapshot
-from snapfs.restore.restorer import Restorer
 from snapfs.store import Store, open_store
 from snapfs.store.counting import CountingStore
 from snapfs.vfs.paths import resolve, walk
-from snapfs.writer.backup import Backup, BackupOptions
-from snapfs.writer.walker import Excludes, read_exclude_file
 
 log = logging.getLogger("snapfs")
 
@@ -109,6 +106,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    from snapfs.writer.backup import Backup, BackupOptions  # only this command writes
+    from snapfs.writer.walker import Excludes, read_exclude_file
+
     patterns = list(args.exclude)
     for path in args.exclude_file:
         try:
@@ -204,6 +204,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from snapfs.restore.restorer import Restorer
+
     ref, path = split_ref(args.snapshot)
     if not args.target:
         raise UsageError("restore needs --target DIR")

@@ -7,10 +7,12 @@ import stat
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from snapfs.repo.tree import SYMLINK, Node, st_mode
-from snapfs.writer.backup import Summary
+
+if TYPE_CHECKING:  # the writer is not loaded for commands that do not write
+    from snapfs.writer.backup import Summary
 
 
 def print_json(obj: Any) -> None:
