@@ -17,7 +17,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from snapfs.errors import SnapfsError
+from snapfs.errors import IntegrityError, SnapfsError
+from snapfs.repo.format import BlobLocation
 from snapfs.repo.repository import Repository
 from snapfs.repo.tree import DIR, FILE, SYMLINK, Node, st_mode
 from snapfs.vfs.paths import children
@@ -25,6 +26,8 @@ from snapfs.vfs.paths import children
 log = logging.getLogger(__name__)
 
 _IS_ROOT = os.geteuid() == 0
+BATCH_BLOBS = 64
+BATCH_BYTES = 8 << 20
 
 
 @dataclass(slots=True)
@@ -54,6 +57,8 @@ class Restorer:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="restore")
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._hardlinks: dict[tuple[int, int], bytes] = {}
+        self._batch: list[tuple[_OpenFile, bytes, int]] = []
+        self._batch_bytes = 0
         self._lock = threading.Lock()
 
     def restore(self, node: Node, target: bytes) -> RestoreStats:
@@ -65,6 +70,7 @@ class Restorer:
             else:
                 os.makedirs(os.path.dirname(target) or b".", exist_ok=True)
                 self._entry(node, target)
+            self._flush()
         finally:
             self._pool.shutdown(wait=True)
         return self.stats
@@ -133,18 +139,65 @@ class Restorer:
         of = _OpenFile(fd, node, path, len(node.content))
         offset = 0
         for blob_id, size in node.content:
-            self._slots.acquire()
-            fut = self._pool.submit(self._chunk, of, blob_id, offset)
-            fut.add_done_callback(self._release)
+            self._batch.append((of, blob_id, offset))
+            self._batch_bytes += size
+            if len(self._batch) >= BATCH_BLOBS or self._batch_bytes >= BATCH_BYTES:
+                self._flush()
             offset += size
+
+    def _flush(self) -> None:
+        """Hand the queued chunks (of one or many files, in tree order) to a worker."""
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._slots.acquire()
+        fut = self._pool.submit(self._fetch_batch, batch)
+        fut.add_done_callback(self._release)
 
     def _release(self, _: Future[None]) -> None:
         self._slots.release()
 
-    def _chunk(self, of: _OpenFile, blob_id: bytes, offset: int) -> None:
+    def _fetch_batch(self, batch: list[tuple[_OpenFile, bytes, int]]) -> None:
+        """Worker thread: neighbours in a pack come in one ranged read (many small files
+        cost one request, not one each), then each chunk is verified and written."""
+        located: dict[bytes, BlobLocation] = {}
+        for _, blob_id, _ in batch:
+            loc = self.repo.lookup(blob_id)
+            if loc is not None:
+                located[blob_id] = loc
+        failure: SnapfsError | None = None
+        fetched: dict[bytes, bytes] = {}
         try:
+            fetched = {b: s for b, _, s in self.repo.fetcher.sealed_many(list(located.items()))}
+        except SnapfsError as e:
+            failure = e
+        for of, blob_id, offset in batch:
+            loc, sealed = located.get(blob_id), fetched.get(blob_id)
+            data: bytes | SnapfsError
+            if loc is None:
+                data = IntegrityError(f"blob {blob_id.hex()[:16]} is not in the repository index")
+            elif sealed is None:
+                data = failure or IntegrityError(f"blob {blob_id.hex()[:16]} could not be read")
+            elif of.failed:
+                data = b""  # the file is being removed anyway
+            else:
+                try:
+                    data = self._open(blob_id, loc, sealed)
+                except SnapfsError as e:
+                    data = e
+            self._chunk(of, data, offset)
+
+    def _open(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
+        try:
+            return self.repo.fetcher.open(blob_id, loc, sealed)
+        except IntegrityError as e:
+            raise IntegrityError(f"pack {loc.pack.hex()[:16]}: {e}") from None
+
+    def _chunk(self, of: _OpenFile, data: bytes | SnapfsError, offset: int) -> None:
+        try:
+            if isinstance(data, SnapfsError):
+                raise data
             if not of.failed:
-                data = self.repo.read_blob(blob_id)
                 os.pwrite(of.fd, data, offset)
         except (SnapfsError, OSError) as e:
             with of.lock:
