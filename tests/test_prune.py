@@ -109,6 +109,7 @@ def test_sigkill_during_prune_leaves_every_snapshot_restorable(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert check_repository(cli.repo, PASSWORD, tmp_path / "check") == 1
+    cli.ok("check", "--read-data")  # what a user runs after a crash
     cli.ok("restore", f"latest:{src}", "--target", str(tmp_path / "out"))
     assert_same_tree(src, tmp_path / "out")
     cli.ok("unlock")  # the killed prune's lock is stale (its PID is gone)
