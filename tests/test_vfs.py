@@ -452,7 +452,7 @@ def make_source(root: Path) -> bool:
     (root / "sub" / "deeper").mkdir(parents=True)
     (root / "hello.txt").write_bytes(b"hello\n")
     (root / "empty").touch()
-    (root / "big.bin").write_bytes(rng.randbytes(9 * MiB + 12345)  # over the 4 MiB maximum chunk: several chunks whatever the seed)
+    (root / "big.bin").write_bytes(rng.randbytes(9 * MiB + 12345))  # over the max chunk size
     (root / "sub" / "inner.txt").write_bytes(b"inner " * 100)
     (root / "sub" / "deeper" / "ünï.txt").write_text("unicode\n", encoding="utf-8")
     os.chmod(root / "sub" / "inner.txt", 0o640)
