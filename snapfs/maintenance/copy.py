@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from snapfs.cache import Cache
 from snapfs.errors import IntegrityError, SnapfsError, UsageError, WrongPassword
 from snapfs.repo.format import BlobLocation
+from snapfs.repo.lock import pid_alive
 from snapfs.repo.repository import Repository
 from snapfs.repo.snapshot import Snapshot
 from snapfs.repo.tree import DIR, FILE, Node, encode_tree
@@ -218,7 +219,7 @@ class Copier:
         base = self.dest.cache.path
         for old in base.glob("copy-*"):
             pid = old.name.removeprefix("copy-")
-            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
                 shutil.rmtree(old, ignore_errors=True)
         path = base / f"copy-{os.getpid()}"
         self._map = Cache(path, tables=(COPYMAP,), durable=False)
@@ -363,13 +364,3 @@ def _translated(node: Node, table: dict[bytes, bytes]) -> Node:
     if node.type == DIR and node.subtree is not None:
         return replace(node, subtree=table[node.subtree])
     return node
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -38,7 +38,7 @@ class LockInfo:
     def is_stale(self, now: float) -> bool:
         if now - self.time > STALE_AFTER:
             return True
-        return self.host == socket.gethostname() and not _pid_alive(self.pid)
+        return self.host == socket.gethostname() and not pid_alive(self.pid)
 
     def describe(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"
@@ -46,7 +46,7 @@ class LockInfo:
         return f"{kind} lock held by PID {self.pid} on {self.host} since {when}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
