@@ -38,9 +38,6 @@ class Snapshot:
         seconds, ns = divmod(self.time_ns, 1_000_000_000)
         return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=ns // 1000)
 
-    def time_text(self) -> str:
-        return self.time.strftime("%Y-%m-%dT%H:%M:%SZ")
-
     def to_json(self) -> bytes:
         d = asdict(self)
         del d["id"]

@@ -39,6 +39,3 @@ class ChunkMap:
             out.append(Piece(i, self.ids[i], lo, hi))
             i += 1
         return out
-
-    def index_at(self, offset: int) -> int:
-        return bisect.bisect_right(self.starts, offset) - 1
