@@ -184,6 +184,17 @@ async def walk(ops: SnapfsOperations, b: Backed, path: Path) -> pyfuse3.EntryAtt
     return attr
 
 
+async def walk_from(ops: SnapfsOperations, ino: int, path: Path) -> pyfuse3.EntryAttributes:
+    attr = await ops.getattr(ino, CTX)
+    for comp in path.parts[1:]:
+        attr = await ops.lookup(attr.st_ino, os.fsencode(comp), CTX)
+    return attr
+
+
+async def names_in(ops: SnapfsOperations, ino: int) -> list[bytes]:
+    return [name for name, _, _ in ops.fs.readdir(ino, 0, 10_000)]
+
+
 def assert_errno(err: pytest.ExceptionInfo[pyfuse3.FUSEError], code: int) -> None:
     assert err.value.errno == code, f"errno {err.value.errno}, expected {code}"
 
@@ -222,10 +233,12 @@ def test_lookup_and_getattr_match_the_source(backed: Backed) -> None:
         assert root.st_ino == ROOT_INODE
         assert root.attr_timeout == LAYOUT_TIMEOUT
         latest = await ops.lookup(ROOT_INODE, b"latest", CTX)
-        assert latest.st_mode == stat.S_IFLNK | 0o777
+        assert latest.st_mode == stat.S_IFDIR | 0o555
         assert latest.entry_timeout == LAYOUT_TIMEOUT
-        assert await ops.readlink(latest.st_ino, CTX) == b"snapshots/" + b.snap_name
-        assert latest.st_size == len(b"snapshots/" + b.snap_name)
+        snaps = await ops.lookup(ROOT_INODE, b"snapshots", CTX)
+        same = await ops.lookup(snaps.st_ino, b.snap_name, CTX)
+        assert latest.st_ino != same.st_ino  # a view of its own, not a directory alias
+        assert await names_in(ops, latest.st_ino) == await names_in(ops, same.st_ino)
 
         assert isinstance(await ops.opendir(top.st_ino, CTX), int)  # a handle for readdir
         small = await walk(ops, b, b.src / "small.txt")
@@ -343,8 +356,8 @@ def test_a_new_snapshot_shows_up_in_the_layout(
     async def main() -> None:
         limiters = Limiters.create()
         ops = SnapfsOperations(fs, ChunkCache(b.repo, limiters, 16 * MiB), limiters)
-        latest = await ops.lookup(ROOT_INODE, b"latest", CTX)
-        assert await ops.readlink(latest.st_ino, CTX) == b"snapshots/" + b.snap_name
+        old_latest = await ops.lookup(ROOT_INODE, b"latest", CTX)
+        old_file = await walk_from(ops, old_latest.st_ino, b.src / "small.txt")
         snaps = await ops.lookup(ROOT_INODE, b"snapshots", CTX)
         assert [n for n, _, _ in await read_all_pages(ops, snaps.st_ino, monkeypatch, 10)] == [
             b.snap_name
@@ -358,10 +371,14 @@ def test_a_new_snapshot_shows_up_in_the_layout(
         assert [n for n, _, _ in listed] == sorted(names.values())
         latest = await ops.lookup(ROOT_INODE, b"latest", CTX)
         assert latest.st_ino == (await ops.lookup(ROOT_INODE, b"latest", CTX)).st_ino
-        target = b"snapshots/" + names[new.id]
-        assert await ops.readlink(latest.st_ino, CTX) == target
-        assert latest.st_size == len(target)
-        assert (await ops.getattr(latest.st_ino, CTX)).st_size == len(target)
+        assert latest.st_ino != old_latest.st_ino  # the name moved: no stale kernel cache
+        assert latest.st_mtime_ns == new.time_ns
+        new_file = await walk_from(ops, latest.st_ino, b.src / "small.txt")
+        assert new_file.st_ino != old_file.st_ino
+        # a process still inside the old view goes on reading it
+        again = await walk_from(ops, old_latest.st_ino, b.src / "small.txt")
+        assert again.st_ino == old_file.st_ino
+        assert (await ops.getattr(old_latest.st_ino, CTX)).st_mtime_ns == b.snap.time_ns
         hosts = await ops.lookup(ROOT_INODE, b"hosts", CTX)
         other = await ops.lookup(hosts.st_ino, b"otherhost", CTX)
         assert stat.S_ISDIR(other.st_mode)

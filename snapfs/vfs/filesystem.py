@@ -129,7 +129,7 @@ class SnapshotFS:
             )
         if isinstance(node, SnapshotRoot):
             t = node.snapshot.time_ns
-            return Attr(ino, DIR, 0o555, 0, 0, 0, t, t, 2)
+            return Attr(ino, DIR, 0o555, 0, 0, 0, t, t, 2, immutable=not node.moving)
         return None
 
     @staticmethod

@@ -1,11 +1,15 @@
 """The top of the mounted tree as a pure function of the snapshot list:
 
-    snapshots/<UTC time>/...   latest -> snapshots/<newest>
+    snapshots/<UTC time>/...   latest/... (the newest snapshot again)
     ids/<8-hex id> -> ../snapshots/<time>
     hosts/<host>/<time> -> ../../snapshots/<time>
     tags/<tag>/<time> -> ../../snapshots/<time>
 
 Inode numbers are derived from paths, so the same layout always gets the same inodes.
+``latest`` is a directory, not a symlink: the kernel does not cache FUSE symlinks, so
+every path through a ``latest`` link cost a READLINK round trip per system call (2-3 per
+file for ``cp -a``). Its inodes are those of a view of its own, ``latest/<name>``, so
+when a newer snapshot arrives the name moves to a new inode and nothing stale is served.
 Memory is proportional to the number of snapshots (a few hundred bytes each).
 """
 
@@ -33,11 +37,14 @@ class LayoutLink:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRoot:
-    """The directory of one snapshot; its contents come from the snapshot's tree."""
+    """The directory of one snapshot; its contents come from the snapshot's tree.
+    ``moving`` marks a ``latest`` view: its name goes to another inode when a newer
+    snapshot arrives, so the kernel may cache it only briefly."""
 
     ino: int
     snapshot: Snapshot
     name: bytes
+    moving: bool = False
 
 
 LayoutNode = LayoutDir | LayoutLink | SnapshotRoot
@@ -102,6 +109,9 @@ def build_layout(snaps: list[Snapshot]) -> Layout:
         ino = layout_inode(b"snapshots/" + name)
         nodes[ino] = SnapshotRoot(ino, snap, name)
         mkdir(b"snapshots").children[name] = ino
+        # a view for every snapshot: a process inside an older ``latest`` goes on working
+        view = layout_inode(b"latest/" + name)
+        nodes[view] = SnapshotRoot(view, snap, name, moving=True)
         short = snap.short_id.encode()
         if short in mkdir(b"ids").children:  # 1 in 4 billion: show more digits
             short = snap.id.hex()[:16].encode()
@@ -111,7 +121,7 @@ def build_layout(snaps: list[Snapshot]) -> Layout:
             link(b"tags/" + _safe(tag), name, b"../../snapshots/" + name, snap.time_ns)
     if named:
         newest_name, newest = named[-1]
-        link(b"", b"latest", b"snapshots/" + newest_name, newest.time_ns)
+        root.children[b"latest"] = layout_inode(b"latest/" + newest_name)
         root.mtime_ns = newest.time_ns
     for node in nodes.values():
         if isinstance(node, LayoutDir) and node.ino != ROOT_INODE:
