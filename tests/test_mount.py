@@ -129,7 +129,8 @@ def test_layout_links_and_xattrs(cli: Cli, src: Path, tmp_path: Path) -> None:
     with mounted(cli.env, tmp_path / "mnt"):
         mnt = tmp_path / "mnt"
         (name,) = os.listdir(mnt / "snapshots")
-        assert (mnt / "latest").is_dir() and not (mnt / "latest").is_symlink()
+        assert (mnt / "latest").is_dir()
+        assert not (mnt / "latest").is_symlink()
         assert os.listdir(mnt / "latest") == os.listdir(mnt / "snapshots" / name)
         assert os.readlink(mnt / "ids" / snap["short_id"]) == f"../snapshots/{name}"
         assert os.readlink(mnt / "hosts" / "web1" / name) == f"../../snapshots/{name}"
