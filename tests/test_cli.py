@@ -287,3 +287,20 @@ def test_source_behind_a_symlinked_directory(cli: Cli, src: Path, tmp_path: Path
     assert snap["paths"] == [str(src / "sub")]
     cli.ok("restore", f"latest:{src}/sub", "--target", str(tmp_path / "out"))
     assert (tmp_path / "out" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
+
+
+def test_a_built_in_command_leaves_the_other_commands_unimported() -> None:
+    """A mount's start-up pays for no maintenance or writer code; help still lists all."""
+    probe = (
+        "import sys\n"
+        "from snapfs.cli.main import build_parser\n"
+        "build_parser('mount')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'snapfs.maintenance', 'snapfs.writer', 'snapfs.cli.cmd_', 'trio', 'pyfuse3'))))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
+    from snapfs.cli.main import build_parser
+
+    for command in (None, "check", "--help"):
+        assert "unlock" in build_parser(command).format_help()

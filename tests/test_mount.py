@@ -16,12 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from snapfs.cli.mounting import OpeningThread
+from snapfs.errors import WrongPassword
 from snapfs.mount.lifecycle import mounted_fuse
+from snapfs.repo.config import RepoConfig
 from snapfs.repo.format import pack_name
-from snapfs.repo.repository import Repository
+from snapfs.repo.repository import Repository, init_repository
 from snapfs.store.local import LocalStore
+from snapfs.store.memory import MemoryStore
 from snapfs.vfs.paths import resolve
-from tests.conftest import PASSWORD, Cli
+from tests.conftest import FAST_KDF, PASSWORD, Cli
 from tests.mounts import mounted, skip_without_fuse, unmount
 from tests.test_cli import one_line_error
 from tests.trees import assert_same_tree
@@ -264,11 +268,14 @@ def test_bad_mountpoints_are_one_clear_error(
     ) in line
 
 
-def test_wrong_password_for_mount_exits_12_without_mounting(cli: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [[], ["--foreground"]])
+def test_wrong_password_for_mount_exits_12_without_mounting(
+    cli: Cli, tmp_path: Path, mode: list[str]
+) -> None:
     skip_without_fuse()
     cli.ok("init")
     (tmp_path / "mnt").mkdir()
-    res = cli.run("mount", str(tmp_path / "mnt"), SNAPFS_PASSWORD="wrong")
+    res = cli.run("mount", str(tmp_path / "mnt"), *mode, SNAPFS_PASSWORD="wrong")
     assert res.returncode == 12
     assert "wrong password" in one_line_error(res)
     assert mounted_fuse(str(tmp_path / "mnt")) is None
@@ -292,3 +299,42 @@ def test_mount_without_any_xattrs_switches_xattr_requests_off(cli: Cli, tmp_path
             os.listxattr(inside / "a.txt")
         subprocess.run(["cp", "-a", str(inside), str(tmp_path / "copy")], check=True)
     assert (tmp_path / "copy" / "a.txt").read_text() == "no xattrs here"
+
+
+@pytest.fixture
+def memory_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryStore:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store = MemoryStore()
+    init_repository(store, PASSWORD, RepoConfig.new(), FAST_KDF)
+    return store
+
+
+def _locks(store: MemoryStore) -> list[str]:
+    return [name for name, _ in store.list("locks/")]
+
+
+@pytest.mark.parametrize("waited", [True, False])
+def test_opening_thread_unlocks_and_closes_when_the_mount_fails(
+    memory_store: MemoryStore, waited: bool
+) -> None:
+    """Serving may fail after the repository is open, or before anyone waited for it
+    (pyfuse3 failing to import): either way the shared lock goes and the cache closes."""
+
+    def mount_that_fails() -> None:
+        with OpeningThread(memory_store, PASSWORD, 0) as opening:
+            if waited:
+                opening.wait()
+                assert len(_locks(memory_store)) == 1
+            raise RuntimeError("mount failed")
+
+    with pytest.raises(RuntimeError, match="mount failed"):
+        mount_that_fails()
+    assert _locks(memory_store) == []
+    with OpeningThread(memory_store, PASSWORD, 0) as opening:  # the cache was closed
+        assert opening.wait().list_snapshots() == []
+
+
+def test_opening_thread_hands_a_wrong_password_to_the_waiter(memory_store: MemoryStore) -> None:
+    with pytest.raises(WrongPassword), OpeningThread(memory_store, b"wrong", 0) as opening:
+        opening.wait()
+    assert _locks(memory_store) == []

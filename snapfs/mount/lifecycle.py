@@ -14,18 +14,15 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyfuse3
-import trio
+from typing import TYPE_CHECKING
 
 from snapfs.cache import Cache
 from snapfs.cache.lmdbstore import VFS_TABLES
 from snapfs.errors import UsageError
-from snapfs.mount.chunkcache import ChunkCache
-from snapfs.mount.offload import Limiters
-from snapfs.mount.operations import SnapfsOperations
-from snapfs.repo.repository import Repository
-from snapfs.vfs.filesystem import SnapshotFS
+
+if TYPE_CHECKING:
+    from snapfs.mount.operations import SnapfsOperations
+    from snapfs.repo.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +73,26 @@ def check_mountpoint(path: str, repo_root: str | None) -> str:
 
 
 def serve(
-    repo: Repository, mountpoint: str, options: MountOptions, ready: Callable[[], None]
+    opened: Callable[[], Repository],
+    mountpoint: str,
+    options: MountOptions,
+    ready: Callable[[], None],
 ) -> None:
     """Mount, call ``ready`` once the kernel has the mount, serve until unmounted or
-    signalled (SIGINT, SIGTERM, SIGHUP), then unmount."""
+    signalled (SIGINT, SIGTERM, SIGHUP), then unmount.
+
+    The FUSE modules are imported here, not at the top (where the mount point checks
+    must stay cheap), and ``opened`` is asked for the repository only after them: the
+    imports take about as long as the password's key derivation, so a caller can open
+    the repository in a thread meanwhile."""
+    import trio
+
+    from snapfs.mount.chunkcache import ChunkCache
+    from snapfs.mount.offload import Limiters
+    from snapfs.mount.operations import SnapfsOperations
+    from snapfs.vfs.filesystem import SnapshotFS
+
+    repo = opened()
     vfs_cache = Cache(Path(repo.cache.path) / "vfs", tables=VFS_TABLES, durable=False)
     try:
         limiters = Limiters.create()
@@ -96,6 +109,9 @@ def serve(
 async def _serve(
     ops: SnapfsOperations, mountpoint: str, options: MountOptions, ready: Callable[[], None]
 ) -> None:
+    import pyfuse3
+    import trio
+
     fuse_options = set(pyfuse3.default_options) | {"fsname=snapfs", "subtype=snapfs", "ro"}
     if options.allow_other:
         fuse_options.add("allow_other")
@@ -115,6 +131,9 @@ async def _serve(
 
 
 async def _stop_on_signals() -> None:
+    import pyfuse3
+    import trio
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("received %s, unmounting", signal.Signals(signum).name)
