@@ -29,6 +29,7 @@ import trio
 from snapfs.cache import Cache
 from snapfs.cache.lmdbstore import VFS_TABLES
 from snapfs.errors import StoreError
+from snapfs.mount import chunkcache
 from snapfs.mount.chunkcache import ChunkCache
 from snapfs.mount.offload import Limiters
 from snapfs.mount.operations import (
@@ -37,7 +38,7 @@ from snapfs.mount.operations import (
     READDIR_PAGE,
     SnapfsOperations,
 )
-from snapfs.repo.format import pack_name
+from snapfs.repo.format import BlobLocation, pack_name
 from snapfs.repo.repository import Repository
 from snapfs.repo.snapshot import Snapshot
 from snapfs.store import Store
@@ -551,6 +552,39 @@ def test_a_corrupt_small_file_found_by_prefetch_reads_as_eio(backed: Backed) -> 
                 await ops.release(fi.fh)
 
     run(main)
+
+
+def test_prefetch_in_slices_fills_the_cache_and_leaves_no_flight(
+    backed: Backed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Following files are fetched in several small slices at once; every chunk ends up
+    cached, and a read of one of them needs no fetch of its own."""
+    b = backed
+    seq = b.src / "seq"
+    ids = [c for i in range(8) for c, _ in b.chunks(f"seq/f{i}.txt")]
+    monkeypatch.setattr(chunkcache, "PREFETCH_SLICE", 1)  # one chunk per slice
+
+    async def main() -> None:
+        ops = make_ops(b)
+        await ops.cache.prefetch(ids, 64 * MiB)
+        assert not ops.cache._flights
+        assert all(ops.cache.peek(i) is not None for i in ids)
+        calls: list[bytes] = []
+        monkeypatch.setattr(ops.cache, "_fetch", calls.append)
+        attr = await walk(ops, b, seq / "f5.txt")
+        fi = await ops.open(attr.st_ino, os.O_RDONLY, CTX)
+        assert await ops.read(fi.fh, 0, 4096) == (seq / "f5.txt").read_bytes()
+        assert calls == []
+
+    run(main)
+
+
+def test_slices_keep_the_order_and_cut_by_stored_bytes() -> None:
+    loc = BlobLocation(0, b"p" * 32, 0, 300, 300)
+    items = [(bytes([i]) * 32, loc) for i in range(7)]
+    parts = chunkcache._slices(items, 1000)
+    assert [len(p) for p in parts] == [4, 3]
+    assert [x for p in parts for x in p] == items
 
 
 # -- every write is EROFS -----------------------------------------------------------------------

@@ -784,7 +784,8 @@ def test_inode_numbers_are_stable_across_caches(backed: Backed, tmp_path: Path) 
     finally:
         other.close()
     with pytest.raises(PathNotFound):
-        SnapshotFS(backed.repo, backed.cache).getattr(max(first.values()) ^ 1)
+        # (not max ^ 1: entries of one directory have consecutive numbers)
+        SnapshotFS(backed.repo, backed.cache).getattr(entry_inode(ROOT_INODE + 12345, 7))
 
 
 def test_the_vfs_cache_is_derived_and_may_be_deleted(backed: Backed) -> None:
@@ -859,5 +860,39 @@ def test_a_new_snapshot_appears_when_the_layout_ttl_has_passed(
         assert fs.lookup(snaps.ino, names[first.id]).ino == layout_inode(
             b"snapshots/" + names[first.id]
         )
+    finally:
+        cache.close()
+
+
+def test_following_chunks_walk_on_into_the_next_directories(
+    local_repo: Repository, tmp_path: Path
+) -> None:
+    """What a ``cp -r`` opens after a file: the rest of its directory, then depth-first
+    through the directories after it (empty files and empty directories have nothing)."""
+    src = tmp_path / "src"
+    layout = {
+        "a/1": b"one",
+        "a/2": b"two",
+        "a/3sub/x": b"three",
+        "a/4": b"four",
+        "b/5": b"five",
+        "b/6empty": b"",
+        "d/7": b"seven",
+    }
+    for rel, data in layout.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    (src / "c").mkdir()
+    backup(local_repo, src)
+    cache = vfs_cache(tmp_path / "vfs")
+    try:
+        fs = SnapshotFS(local_repo, cache)
+        ids = {rel: [c for c, _ in fs.content(lookup_path(fs, src / rel).ino)] for rel in layout}
+        first = lookup_path(fs, src / "a/1").ino
+        order = ["a/2", "a/3sub/x", "a/4", "b/5", "d/7"]
+        assert fs.following_chunks(first, 10) == [i for rel in order for i in ids[rel]]
+        assert fs.following_chunks(first, 2) == ids["a/2"] + ids["a/3sub/x"]
+        last = lookup_path(fs, src / "d/7").ino
+        assert fs.following_chunks(last, 10) == []  # the end of the snapshot
     finally:
         cache.close()

@@ -19,13 +19,14 @@ import trio
 
 from snapfs.errors import IntegrityError
 from snapfs.mount.offload import Limiters, offload
-from snapfs.repo.fetch import Fetched
+from snapfs.repo.fetch import Fetched, Located
 from snapfs.repo.format import BlobLocation
 from snapfs.repo.repository import Repository
 
 log = logging.getLogger(__name__)
 
 SMALL_BLOB = 256 * 1024
+PREFETCH_SLICE = 1 << 20  # bytes of chunks per ranged read of a prefetch
 
 
 class _Flight:
@@ -105,30 +106,47 @@ class ChunkCache:
         return loc
 
     async def prefetch(self, blob_ids: Iterable[bytes], budget: int) -> None:
-        """Fetch chunks not yet cached, up to ``budget`` bytes, with neighbouring chunks
-        of a pack read together. Errors are left for the reads that need the chunks."""
-        todo = list(dict.fromkeys(b for b in blob_ids if not self.cached(b)))
+        """Fetch chunks not yet cached, up to ``budget`` bytes, in slices that run at
+        once and each read neighbours in a pack together: the first chunks arrive after
+        one short read, not after the whole batch. Prefetches hold tokens of their own,
+        so a read someone is waiting for never queues behind them. Errors are left for
+        the reads that need the chunks."""
+        todo = [b for b in dict.fromkeys(blob_ids) if not self.cached(b)]
         if not todo:
             return
-        flights = {b: _Flight() for b in todo}
+        located = await offload(self.limiters.index, self._locate_many, todo, budget)
+        located = [(b, loc) for b, loc in located if not self.cached(b)]
+        flights = {b: _Flight() for b, _ in located}
         self._flights.update(flights)
         try:
-            fetched = await offload(self.limiters.io, self._read_many, todo, budget)
-            plain = await offload(self.limiters.cpu, self._open_many, fetched)
-            for blob_id, data in plain:
+            async with trio.open_nursery() as nursery:
+                for part in _slices(located, PREFETCH_SLICE):
+                    nursery.start_soon(self._prefetch_slice, part, flights)
+        finally:
+            for blob_id, flight in flights.items():  # only if cancelled before a slice ran
+                if self._flights.get(blob_id) is flight:
+                    del self._flights[blob_id]
+                    flight.done.set()
+
+    async def _prefetch_slice(self, part: list[Located], flights: dict[bytes, _Flight]) -> None:
+        try:
+            fetched = await offload(self.limiters.prefetch, self.repo.fetcher.sealed_many, part)
+            for blob_id, data in await offload(self.limiters.cpu, self._open_many, fetched):
                 flights[blob_id].data = data
                 self._insert(blob_id, data)
         except Exception as e:
-            log.debug("prefetch of %d chunks failed: %s", len(todo), e)
+            log.debug("prefetch of %d chunks failed: %s", len(part), e)
         finally:
-            for blob_id, flight in flights.items():
+            for blob_id, _ in part:
+                flight = flights[blob_id]
                 if flight.data is None and flight.error is None:
                     flight.error = IntegrityError(f"blob {blob_id.hex()[:16]} could not be read")
-                del self._flights[blob_id]
+                if self._flights.get(blob_id) is flight:
+                    del self._flights[blob_id]
                 flight.done.set()
 
-    def _read_many(self, blob_ids: list[bytes], budget: int) -> list[Fetched]:
-        located: list[tuple[bytes, BlobLocation]] = []
+    def _locate_many(self, blob_ids: list[bytes], budget: int) -> list[Located]:
+        located: list[Located] = []
         total = 0
         for blob_id in blob_ids:
             loc = self.repo.lookup(blob_id)
@@ -138,7 +156,7 @@ class ChunkCache:
             if total > budget and located:
                 break
             located.append((blob_id, loc))
-        return self.repo.fetcher.sealed_many(located)
+        return located
 
     def _open_many(self, fetched: list[Fetched]) -> list[tuple[bytes, bytes]]:
         out = []
@@ -162,3 +180,20 @@ class ChunkCache:
         while self.size > self.max_bytes:
             _, old = self._lru.popitem(last=False)
             self.size -= len(old)
+
+
+def _slices(located: list[Located], size: int) -> list[list[Located]]:
+    """Consecutive runs of about ``size`` stored bytes, in the order given (the order
+    they will be read in)."""
+    out: list[list[Located]] = []
+    part: list[Located] = []
+    total = 0
+    for item in located:
+        part.append(item)
+        total += item[1].length
+        if total >= size:
+            out.append(part)
+            part, total = [], 0
+    if part:
+        out.append(part)
+    return out

@@ -1,4 +1,4 @@
-"""Leaving the trio loop: every blocking call goes through one of three named limiters,
+"""Leaving the trio loop: every blocking call goes through one of four named limiters,
 so a slow store holds I/O tokens only and never starves decryption or LMDB lookups.
 
 Runs on the trio loop.
@@ -20,10 +20,16 @@ class Limiters:
     io: trio.CapacityLimiter
     cpu: trio.CapacityLimiter
     index: trio.CapacityLimiter
+    prefetch: trio.CapacityLimiter  # reads ahead: kept apart so they never delay a demand
 
     @classmethod
-    def create(cls, io: int = 8, cpu: int = 2, index: int = 4) -> Limiters:
-        return cls(trio.CapacityLimiter(io), trio.CapacityLimiter(cpu), trio.CapacityLimiter(index))
+    def create(cls, io: int = 8, cpu: int = 2, index: int = 4, prefetch: int = 4) -> Limiters:
+        return cls(
+            trio.CapacityLimiter(io),
+            trio.CapacityLimiter(cpu),
+            trio.CapacityLimiter(index),
+            trio.CapacityLimiter(prefetch),
+        )
 
 
 async def offload(limiter: trio.CapacityLimiter, fn: Callable[..., T], *args: object) -> T:

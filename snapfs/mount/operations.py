@@ -35,8 +35,10 @@ IMMUTABLE_TIMEOUT = 86400.0
 LAYOUT_TIMEOUT = 1.0
 READDIR_PAGE = 512
 PREFETCH_CHUNKS = 4
+PREFETCH_CHUNKS_REMOTE = 16  # a GET costs milliseconds: keep more of them in flight
 DETAILS_ENTRIES = 65536
 FOLLOWING_FILES = 64
+FOLLOWING_FILES_REMOTE = 256
 FOLLOWING_BYTES = 16 << 20
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
@@ -94,6 +96,9 @@ class SnapfsOperations(pyfuse3.Operations):
         self._next_fh = 1
         self._details: OrderedDict[int, Details] = OrderedDict()
         self._walks: OrderedDict[bytes, int] = OrderedDict()  # tree -> prefetched up to
+        remote = getattr(fs.repo.store, "remote", False)
+        self.prefetch_chunks = PREFETCH_CHUNKS_REMOTE if remote else PREFETCH_CHUNKS
+        self.following_files = FOLLOWING_FILES_REMOTE if remote else FOLLOWING_FILES
 
     def _remember(self, d: Details) -> Details:
         """Keep what lookup and readdir learnt, so getattr, the xattr calls and open of
@@ -230,7 +235,7 @@ class SnapfsOperations(pyfuse3.Operations):
         else:
             content = await offload(self.limiters.index, self.fs.content, inode)
         if d is not None and d.tree is not None:
-            self._prefetch_following(d.tree, d.ordinal)
+            self._prefetch_following(inode, d.tree, d.ordinal)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(inode, ChunkMap(content))
@@ -264,31 +269,32 @@ class SnapfsOperations(pyfuse3.Operations):
         """Sequential reader: keep the next few chunks in flight."""
         if self.nursery is None:
             return
-        last = min(first + PREFETCH_CHUNKS, len(h.chunks.ids))
+        last = min(first + self.prefetch_chunks, len(h.chunks.ids))
         for i in range(max(first, h.prefetched + 1), last):
             blob_id = h.chunks.ids[i]
             if not self.cache.cached(blob_id):
                 self.nursery.start_soon(self._prefetch_one, blob_id)
             h.prefetched = i
 
-    def _prefetch_following(self, tree: bytes, ordinal: int) -> None:
-        """A file of a directory is opened: the files after it are likely next (cp -r,
-        tar, rsync read in listing order). Fetch their chunks ahead, coalesced, once."""
+    def _prefetch_following(self, inode: int, tree: bytes, ordinal: int) -> None:
+        """A file of a directory is opened: the files after it, in this directory and
+        the ones after, are likely next (cp -r, tar, rsync read in listing order). Fetch
+        their chunks ahead, coalesced; again only once the reader is halfway there."""
         if self.nursery is None:
             return
         done = self._walks.get(tree, -1)
-        if ordinal + FOLLOWING_FILES // 2 < done:
+        if ordinal + self.following_files // 2 < done:
             return
-        self._walks[tree] = ordinal + FOLLOWING_FILES
+        self._walks[tree] = ordinal + self.following_files
         self._walks.move_to_end(tree)
         if len(self._walks) > 1024:
             self._walks.popitem(last=False)
-        self.nursery.start_soon(self._prefetch_files, tree, max(ordinal, done))
+        self.nursery.start_soon(self._prefetch_files, inode)
 
-    async def _prefetch_files(self, tree: bytes, after: int) -> None:
+    async def _prefetch_files(self, inode: int) -> None:
         try:
             ids = await offload(
-                self.limiters.index, self.fs.following_chunks, tree, after, FOLLOWING_FILES
+                self.limiters.index, self.fs.following_chunks, inode, self.following_files
             )
             await self.cache.prefetch(ids, FOLLOWING_BYTES)
         except Exception as e:  # the read that needs a chunk reports the error

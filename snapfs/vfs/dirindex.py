@@ -150,6 +150,10 @@ class DirIndex:
             for x, c in zip(xattrs, contents, strict=True)
         ]
 
+    def contents(self, tree_id: bytes, ordinals: list[int]) -> list[list[tuple[bytes, int]]]:
+        keys = [tree_id + _ORD.pack(i) for i in ordinals]
+        return [_decode_content(c or b"") for c in self.cache.get_many("contents", keys)]
+
     def xattrs(self, tree_id: bytes, ordinal: int) -> list[tuple[bytes, bytes]]:
         raw = self.cache.get("xattrs", tree_id + _ORD.pack(ordinal))
         return _decode_xattrs(raw) if raw else []

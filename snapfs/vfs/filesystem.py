@@ -58,6 +58,19 @@ class Details:
 
 
 SMALL_CONTENT = 16  # chunks; longer lists are fetched when the file is opened
+WALK_PAGE = 128
+
+
+@dataclass(slots=True)
+class _Budget:
+    """How far a look-ahead walk may go: files to collect, and entries to look at, so
+    a tree of directories without files cannot keep it going."""
+
+    files: int
+    entries: int = 0
+
+    def done(self) -> bool:
+        return self.files <= 0 or self.entries > 4 * self.files + 4 * WALK_PAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,13 +247,44 @@ class SnapshotFS:
         """Whether any snapshot has extended attributes (older ones may, unrecorded)."""
         return any(s.summary.get("xattrs", 1) for s in self.repo.list_snapshots())
 
-    def following_chunks(self, tree: bytes, ordinal: int, files: int) -> list[bytes]:
-        """Chunk ids of the next ``files`` regular files after ``ordinal`` in a directory:
-        what a ``cp -r`` will read next."""
-        page = self.dirs.page(tree, ordinal + 1, files)
-        ordinals = [o for o, e in page if e.type == FILE and e.size > 0]
-        extras = self.dirs.extras(tree, ordinals)
-        return [blob_id for _, content in extras for blob_id, _ in content]
+    def following_chunks(self, ino: int, files: int) -> list[bytes]:
+        """Chunk ids of the next ``files`` regular files after file ``ino`` in
+        depth-first listing order, on into the directories after its own: what
+        ``cp -r``, tar and rsync read next, and the order the writer stored them in."""
+        out: list[bytes] = []
+        try:
+            w = self._where(ino)
+            tree, start, dir_ino = w.tree, w.ordinal + 1, w.parent
+            budget = _Budget(files)
+            while True:
+                self._files_from(tree, start, budget, out)
+                if budget.done() or self.layout().get(dir_ino) is not None:
+                    return out  # enough, or the snapshot's root is finished
+                up = self._where(dir_ino)  # go on after this directory in its parent
+                tree, start, dir_ino = up.tree, up.ordinal + 1, up.parent
+        except PathNotFound:
+            return out
+
+    def _files_from(self, tree: bytes, start: int, budget: _Budget, out: list[bytes]) -> None:
+        """Depth-first from entry ``start`` of ``tree`` to its end, or the budget's."""
+        stack = [(tree, start)]
+        while stack and not budget.done():
+            t, pos = stack.pop()
+            page = self.dirs.page(t, pos, WALK_PAGE)
+            budget.entries += len(page)
+            files: list[int] = []
+            for ordinal, e in page:
+                if e.type == FILE and e.size > 0:
+                    files.append(ordinal)
+                elif e.type == DIR and e.subtree is not None:
+                    stack += [(t, ordinal + 1), (e.subtree, 0)]  # the subtree first
+                    break
+            else:
+                if len(page) == WALK_PAGE:
+                    stack.append((t, pos + WALK_PAGE))
+            files = files[: budget.files]
+            budget.files -= len(files)
+            out += [blob_id for content in self.dirs.contents(t, files) for blob_id, _ in content]
 
     def readlink(self, ino: int) -> bytes:
         node = self.layout().get(ino)
