@@ -109,10 +109,12 @@ def _empty_disk_cache(repo: Repository) -> Iterator[None]:
         yield
         return
     with tempfile.TemporaryDirectory(prefix="check-", dir=repo.cache.path) as tmp:
-        repo.fetcher.disk = DiskCache(Path(tmp), disk.max_bytes)
+        empty = DiskCache(Path(tmp), disk.max_bytes)
+        repo.fetcher.disk = empty
         try:
             yield
         finally:
+            empty.close()  # its writes land before the directory goes
             repo.fetcher.disk = disk
 
 

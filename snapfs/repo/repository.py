@@ -154,6 +154,8 @@ class Repository:
         self.fetcher.store = store
 
     def close(self) -> None:
+        if self.fetcher.disk is not None:
+            self.fetcher.disk.close()
         self.cache.close()
 
     # -- index ---------------------------------------------------------------------------
