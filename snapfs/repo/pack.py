@@ -4,6 +4,7 @@ reading their headers back. Sync; a PackBuilder belongs to one thread at a time.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
 from snapfs.crypto import MasterKey, open_sealed, seal
@@ -29,22 +30,32 @@ class FinishedPack:
 
 @dataclass(slots=True)
 class PackBuilder:
+    """Blobs are copied into one growing buffer as they come, and ``getvalue`` hands that
+    buffer over without a copy: a list of parts joined at the end held the pack twice."""
+
     blob_type: int
-    parts: list[bytes] = field(default_factory=list)
+    buffer: io.BytesIO = field(default_factory=io.BytesIO)
     entries: list[PackEntry] = field(default_factory=list)
     size: int = 0
 
-    def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.parts.append(sealed)
+    @property
+    def parts(self) -> list[bytes]:
+        """The blobs added since the last ``finish``, as one part (none when empty)."""
+        return [self.buffer.getvalue()] if self.entries else []
+
+    def add(self, blob_id: bytes, sealed: bytes | memoryview, raw_length: int) -> None:
+        self.buffer.write(sealed)
         self.entries.append(PackEntry(self.blob_type, blob_id, len(sealed), raw_length))
         self.size += len(sealed)
 
     def finish(self, key: MasterKey) -> FinishedPack:
         header = seal(key.cipher, encode_pack_header(self.entries), AAD_PACK_HEADER)
-        data = b"".join([*self.parts, header, U32.pack(len(header))])
+        self.buffer.write(header)
+        self.buffer.write(U32.pack(len(header)))
+        data = self.buffer.getvalue()
         pack_id = object_id(data)
         blobs = pack_locations(pack_id, self.entries)
-        self.parts, self.entries, self.size = [], [], 0
+        self.buffer, self.entries, self.size = io.BytesIO(), [], 0
         return FinishedPack(pack_id, data, blobs)
 
 

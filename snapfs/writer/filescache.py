@@ -41,5 +41,9 @@ class FilesCache:
         raw = self.cache.get(TABLE, path)
         return None if raw is None else decode(raw)
 
+    def lookup_many(self, paths: list[bytes]) -> list[tuple[Fingerprint, Content] | None]:
+        """One transaction for a whole directory instead of one per file."""
+        return [None if raw is None else decode(raw) for raw in self.cache.get_many(TABLE, paths)]
+
     def store(self, entries: Iterable[tuple[bytes, Fingerprint, Content]]) -> None:
         self.cache.put_many(TABLE, ((p, encode(fp, c)) for p, fp, c in entries))

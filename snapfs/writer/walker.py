@@ -108,6 +108,16 @@ def list_dir(path: bytes) -> list[tuple[bytes, bytes, os.stat_result]]:
     return out
 
 
+def scan_dir(path: bytes, excludes: Excludes) -> list[tuple[bytes, os.stat_result, Node]]:
+    """A directory's entries that are not excluded, as (path, lstat, node with xattrs);
+    raises OSError. Thread-safe, so listings can be read ahead of the walk."""
+    out = []
+    for name, cpath, st in list_dir(path):
+        if not excludes.match(cpath, name):
+            out.append((cpath, st, node_from_stat(name, cpath, st)))
+    return out
+
+
 def open_for_reading(path: bytes) -> int:
     """Open without touching atime when the kernel lets us."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
