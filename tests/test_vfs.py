@@ -896,3 +896,25 @@ def test_following_chunks_walk_on_into_the_next_directories(
         assert fs.following_chunks(last, 10) == []  # the end of the snapshot
     finally:
         cache.close()
+
+
+def test_load_subdirs_decodes_the_trees_of_a_listed_directory(
+    backed: Backed, tmp_path: Path
+) -> None:
+    cache = vfs_cache(tmp_path / "fresh")
+    try:
+        fs = SnapshotFS(backed.repo, cache)
+        src = lookup_path(fs, backed.src)
+        where = fs._dir_tree(src.ino)
+        assert where is not None
+        subtrees = [
+            e.subtree for _, e in fs.dirs.page(where[0], 0, 1000) if e.type == DIR and e.subtree
+        ]
+        assert len(subtrees) >= 2
+        assert all(cache.get("dirs", t) is None for t in subtrees)
+        assert fs.load_subdirs(src.ino, 1) == 1  # bounded
+        assert fs.load_subdirs(src.ino, 64) == len(subtrees)
+        assert all(cache.get("dirs", t) is not None for t in subtrees)
+        assert fs.load_subdirs(lookup_path(fs, backed.src / "hello.txt").ino, 64) == 0
+    finally:
+        cache.close()

@@ -38,6 +38,7 @@ PREFETCH_CHUNKS = 4
 PREFETCH_CHUNKS_REMOTE = 16  # a GET costs milliseconds: keep more of them in flight
 DETAILS_ENTRIES = 65536
 FOLLOWING_FILES = 64
+SUBDIRS_AHEAD = 64
 FOLLOWING_FILES_REMOTE = 256
 FOLLOWING_BYTES = 16 << 20
 
@@ -175,6 +176,8 @@ class SnapfsOperations(pyfuse3.Operations):
         inode, end = listing
         if 0 <= end <= start_id:
             return  # the kernel's closing call past the last entry: nothing to fetch
+        if start_id == 0:
+            self._load_subdirs(inode)
         offset = start_id
         while True:
             page = await offload(
@@ -189,6 +192,16 @@ class SnapfsOperations(pyfuse3.Operations):
             if len(page) < READDIR_PAGE:
                 listing[1] = offset
                 return
+
+    def _load_subdirs(self, inode: int) -> None:
+        if self.nursery is not None:
+            self.nursery.start_soon(self._load_subdirs_task, inode)
+
+    async def _load_subdirs_task(self, inode: int) -> None:
+        try:
+            await offload(self.limiters.prefetch, self.fs.load_subdirs, inode, SUBDIRS_AHEAD)
+        except Exception as e:  # the listing that needs a tree reports the error
+            log.debug("loading the subdirectories of inode %d failed: %s", inode, e)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)

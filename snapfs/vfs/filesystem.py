@@ -243,6 +243,23 @@ class SnapshotFS:
         details = self._details(tree, [(c, o, e) for c, (o, e) in zip(inos, page, strict=True)])
         return [(e.name, d, o + 1) for (o, e), d in zip(page, details, strict=True)]
 
+    def load_subdirs(self, ino: int, limit: int) -> int:
+        """Load the trees of up to ``limit`` subdirectories of a directory into the
+        index: a directory just listed is usually entered next (cp -r, find, ls -R), and
+        then its listing costs LMDB reads instead of a fetch and a decode. Returns how
+        many were looked at."""
+        where = self._dir_tree(ino)
+        if where is None:
+            return 0
+        subtrees = [
+            e.subtree
+            for _, e in self.dirs.page(where[0], 0, max(4 * limit, 1024))
+            if e.type == DIR and e.subtree is not None
+        ][:limit]
+        for tree in subtrees:
+            self.dirs.ensure(tree)
+        return len(subtrees)
+
     def may_hold_xattrs(self) -> bool:
         """Whether any snapshot has extended attributes (older ones may, unrecorded)."""
         return any(s.summary.get("xattrs", 1) for s in self.repo.list_snapshots())
