@@ -306,8 +306,8 @@ class SnapfsOperations(pyfuse3.Operations):
 
     async def _prefetch_files(self, inode: int) -> None:
         try:
-            ids = await offload(
-                self.limiters.index, self.fs.following_chunks, inode, self.following_files
+            ids = await offload(  # a long walk: never on the tokens listings wait for
+                self.limiters.prefetch, self.fs.following_chunks, inode, self.following_files
             )
             await self.cache.prefetch(ids, FOLLOWING_BYTES)
         except Exception as e:  # the read that needs a chunk reports the error
