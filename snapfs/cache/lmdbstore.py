@@ -7,6 +7,7 @@ bytes; the repository layer owns their encoding.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -83,6 +84,18 @@ class Cache:
 
     def close(self) -> None:
         self._env.close()
+
+    def read_ahead(self, max_bytes: int) -> None:
+        """Ask the kernel to read the database file in the background when it is at most
+        ``max_bytes``: lookups land at random, and with a cold page cache each one was a
+        4 KiB disk read on somebody's critical path. Page cache only: RSS does not grow."""
+        with contextlib.suppress(OSError, AttributeError):
+            fd = os.open(os.path.join(self.path, "data.mdb"), os.O_RDONLY)  # LMDB's name
+            try:
+                if os.fstat(fd).st_size <= max_bytes:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
     def get(self, table: str, key: bytes) -> bytes | None:
         with self._env.begin(db=self._dbs[table]) as txn:

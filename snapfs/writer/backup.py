@@ -393,7 +393,7 @@ class Backup:
     def run(self) -> Snapshot:
         """Store the sources and write the manifest; the manifest is the last write."""
         start = time.monotonic()
-        _read_ahead_cache(self.repo)
+        self.repo.cache.read_ahead(CACHE_READ_AHEAD_MAX)  # files cache and blob index
         parent = self._find_parent()
         walker = threading.Thread(target=self._walk, name="walker", daemon=True)
         walker.start()
@@ -469,21 +469,6 @@ def _open_regular(path: bytes) -> Iterator[BinaryIO]:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(0, "replaced by a non-regular file during the backup")
         yield f
-
-
-def _read_ahead_cache(repo: Repository) -> None:
-    """Ask the kernel to read the LMDB cache file ahead, in the background: the files
-    cache and blob index are looked up at random, and with a cold page cache each lookup
-    was a 4 KiB disk read on the scan threads' critical path. Skipped for a cache too
-    large to be worth reading whole; page cache only, so RSS does not grow."""
-    path = os.path.join(repo.cache.path, "data.mdb")
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if os.fstat(fd).st_size <= CACHE_READ_AHEAD_MAX:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        finally:
-            os.close(fd)
 
 
 def _username() -> str:
