@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from snapfs.store.base import Store
 
@@ -19,6 +20,8 @@ class CountingStore:
         self.requests: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
         self._lock = threading.Lock()
+        if hasattr(inner, "open_range"):  # streamed ranged reads, only where they exist
+            self.open_range = self._open_range
 
     def _count(self, op: str, nbytes: int = 0) -> None:
         with self._lock:
@@ -29,6 +32,11 @@ class CountingStore:
         data = self.inner.get(name, offset, length)
         self._count("get", len(data))
         return data
+
+    def _open_range(self, name: str, offset: int, length: int) -> Any:
+        reader = self.inner.open_range(name, offset, length)  # type: ignore[attr-defined]
+        self._count("get", length)
+        return reader
 
     def put(self, name: str, data: bytes) -> None:
         self.inner.put(name, data)

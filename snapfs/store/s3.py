@@ -12,7 +12,7 @@ import base64
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -44,6 +44,44 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise UsageError(f"{url}: an S3 bucket name has 3 to 63 characters")
     prefix = prefix.strip("/")
     return bucket, f"{prefix}/" if prefix else ""
+
+
+class RangeReader:
+    """The body of one ranged GET, read in exact pieces; a short or broken body is a
+    StoreError like any failed request. Close it (or use ``with``) to free the
+    connection when stopping early."""
+
+    def __init__(
+        self, body: Any, name: str, length: int, error: Callable[[Exception, str], Exception]
+    ) -> None:
+        self._body, self._name, self._left, self._error = body, name, length, error
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (never more than the range has left)."""
+        if n > self._left:
+            raise StoreError(f"{self._name}: read past the requested range")
+        parts: list[bytes] = []
+        want = n
+        while want:
+            try:
+                part: bytes = self._body.read(want)
+            except (bex.BotoCoreError, bex.ClientError, OSError) as e:
+                raise self._error(e, f"reading {self._name}") from None
+            if not part:
+                raise StoreError(f"{self._name} is shorter than expected (truncated?)")
+            parts.append(part)
+            want -= len(part)
+        self._left -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class S3Store:
@@ -114,13 +152,29 @@ class S3Store:
             if not self.exists(name):
                 raise ObjectNotFound(f"{name} is missing from the repository")
             return b""
+        body = self._get_object(name, offset, length)
+        try:
+            data: bytes = body.read()
+        except (bex.BotoCoreError, bex.ClientError) as e:
+            body.close()  # a half-read connection cannot be reused
+            raise self._error(e, f"reading {name}") from None
+        if length is not None and len(data) != length:
+            raise StoreError(f"{name} is shorter than expected (truncated?)")
+        return data
+
+    def open_range(self, name: str, offset: int, length: int) -> RangeReader:
+        """One GET whose body is read piece by piece: a reader of a long range (a pack's
+        worth of blobs) holds one piece in memory, not the range, and can work on a
+        piece while the next arrives."""
+        return RangeReader(self._get_object(name, offset, length), name, length, self._error)
+
+    def _get_object(self, name: str, offset: int, length: int | None) -> Any:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             kwargs["Range"] = f"bytes={offset}-{end}"
         try:
-            body = self._client.get_object(**kwargs)["Body"]
-            data: bytes = body.read()
+            return self._client.get_object(**kwargs)["Body"]
         except (bex.BotoCoreError, bex.ClientError) as e:
             if isinstance(e, bex.ClientError) and e.response.get("Error", {}).get("Code") in (
                 "InvalidRange",
@@ -128,9 +182,6 @@ class S3Store:
             ):
                 raise StoreError(f"{name} is shorter than expected (truncated?)") from None
             raise self._error(e, f"reading {name}") from None
-        if length is not None and len(data) != length:
-            raise StoreError(f"{name} is shorter than expected (truncated?)")
-        return data
 
     def put(self, name: str, data: bytes) -> None:
         """Returns only once S3 acknowledged the whole object (MD5-checked by S3)."""
