@@ -10,8 +10,6 @@ Nothing depends on how much is backed up.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import threading
 import time
@@ -19,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 
+from snapfs.heap import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt
 from snapfs.repo.blob import seal_blob, seal_blob_into
 from snapfs.repo.format import BLOB_DATA, BLOB_TREE, BlobLocation, pack_name
 from snapfs.repo.pack import FinishedPack, PackBuilder
@@ -57,10 +56,6 @@ def _pack_budget(repo: Repository, limits: SaverLimits) -> int:
     return packs * cfg.pack_size + cfg.chunker_max + 4096
 
 
-M_MMAP_THRESHOLD = -3  # mallopt parameters
-M_TRIM_THRESHOLD = -1
-
-
 def _map_packs_apart(chunk_max: int, pack_size: int) -> None:
     """glibc raises its mmap threshold (up to 32 MiB) each time it frees a mapped block,
     so after the first pack every pack grew on the heap and left a pack-sized hole when
@@ -71,10 +66,8 @@ def _map_packs_apart(chunk_max: int, pack_size: int) -> None:
     (minor faults 200,000 instead of 140,000), so that one is set to a pack.
     Measured on the benchmark dataset: peak RSS 150-173 MiB before, 118-131 MiB after.
     Process-wide and harmless to other code; a no-op without glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, chunk_max)
-        libc.mallopt(M_TRIM_THRESHOLD, pack_size)
+    mallopt(M_MMAP_THRESHOLD, chunk_max)
+    mallopt(M_TRIM_THRESHOLD, pack_size)
 
 
 _local = threading.local()
