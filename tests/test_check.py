@@ -114,7 +114,8 @@ def test_a_deleted_pack_is_named_with_a_snapshot_and_path_needing_it(
     lines = res.stdout.splitlines()
     (line,) = [ln for ln in lines if ln.startswith(f"pack {pack.name[:16]}")]
     assert "missing from the repository" in line
-    named = re.search(rf"needed by snapshot {snap} (\S+) \(and \d+ other reference", line)
+    # Whether other blobs share the victim's pack depends on where its random content is cut.
+    named = re.search(rf"needed by snapshot {snap} (\S+)( \(and \d+ other references?\))?$", line)
     assert named, line
     assert named[1] in files_in_pack(cli, tmp_path, pack)
     assert lines[-1].startswith("1 problem found")
