@@ -28,7 +28,7 @@ from snapfs.repo.repository import Repository
 from snapfs.repo.snapshot import Snapshot
 from snapfs.repo.tree import CHARDEV, DIR, FIFO, FILE, SYMLINK
 from snapfs.vfs.dirindex import DirIndex
-from snapfs.vfs.filesystem import Attr, SnapshotFS
+from snapfs.vfs.filesystem import Attr, Following, SnapshotFS
 from snapfs.vfs.inodes import ROOT_INODE, entry_inode, hardlink_inode, layout_inode
 from snapfs.vfs.layout import (
     Layout,
@@ -864,11 +864,12 @@ def test_a_new_snapshot_appears_when_the_layout_ttl_has_passed(
         cache.close()
 
 
-def test_following_chunks_walk_on_into_the_next_directories(
+def test_files_after_walk_on_into_the_next_directories(
     local_repo: Repository, tmp_path: Path
 ) -> None:
     """What a ``cp -r`` opens after a file: the rest of its directory, then depth-first
-    through the directories after it (empty files and empty directories have nothing)."""
+    through the directories after it (empty files and empty directories have nothing),
+    each under the inode a lookup gives it."""
     src = tmp_path / "src"
     layout = {
         "a/1": b"one",
@@ -887,34 +888,57 @@ def test_following_chunks_walk_on_into_the_next_directories(
     cache = vfs_cache(tmp_path / "vfs")
     try:
         fs = SnapshotFS(local_repo, cache)
-        ids = {rel: [c for c, _ in fs.content(lookup_path(fs, src / rel).ino)] for rel in layout}
         first = lookup_path(fs, src / "a/1").ino
+        # before anything after a/1 was looked up: the walk numbers them itself
+        found = fs.files_after(first).take(10, 1 << 20)
         order = ["a/2", "a/3sub/x", "a/4", "b/5", "d/7"]
-        assert fs.following_chunks(first, 10) == [i for rel in order for i in ids[rel]]
-        assert fs.following_chunks(first, 2) == ids["a/2"] + ids["a/3sub/x"]
-        last = lookup_path(fs, src / "d/7").ino
-        assert fs.following_chunks(last, 10) == []  # the end of the snapshot
+        inos = {rel: lookup_path(fs, src / rel).ino for rel in layout}
+        parents = {r: lookup_path(fs, src / r).ino for r in ["a", "a/3sub", "b", "d"]}
+        expected = [
+            Following(inos[r], parents[r.rsplit("/", 1)[0]], len(layout[r]), fs.content(inos[r]))
+            for r in order
+        ]
+        assert found == expected
+        walk = fs.files_after(first)
+        taken = [walk.take(2, 1 << 20), walk.take(1, 1 << 20), walk.take(10, 1 << 20)]
+        assert taken == [expected[:2], expected[2:3], expected[3:]]  # each goes on
+        assert walk.done
+        walk = fs.files_after(first)
+        assert walk.take(10, 3) == expected[:1]  # "two" is 3 bytes: the budget is spent
+        assert walk.take(10, 1) == expected[1:2]  # at least one file
+        assert walk.take(10, 8) == expected[2:4]  # "four" and "five" spend 8
+        assert walk.take(10, 9) == expected[4:]
+        last = inos["d/7"]
+        walk = fs.files_after(last)
+        assert walk.take(10, 1 << 20) == []  # the end of the snapshot
+        assert walk.done
     finally:
         cache.close()
 
 
-def test_load_subdirs_decodes_the_trees_of_a_listed_directory(
+def test_list_subdirs_lists_and_loads_the_subdirectories_of_a_listed_directory(
     backed: Backed, tmp_path: Path
 ) -> None:
     cache = vfs_cache(tmp_path / "fresh")
     try:
         fs = SnapshotFS(backed.repo, cache)
         src = lookup_path(fs, backed.src)
-        where = fs._dir_tree(src.ino)
-        assert where is not None
-        subtrees = [
-            e.subtree for _, e in fs.dirs.page(where[0], 0, 1000) if e.type == DIR and e.subtree
-        ]
-        assert len(subtrees) >= 2
+        listing = fs.readdir_details(src.ino, 0, 1000)
+        subdirs = [d.attr.ino for _, d, _ in listing if d.attr.type == DIR]
+        page = fs.dirs.page(listing[0][1].tree or b"", 0, 1000)
+        subtrees = [e.subtree for _, e in page if e.subtree is not None]
+        assert len(subdirs) == len(subtrees) >= 2
         assert all(cache.get("dirs", t) is None for t in subtrees)
-        assert fs.load_subdirs(src.ino, 1) == 1  # bounded
-        assert fs.load_subdirs(src.ino, 64) == len(subtrees)
+        one = fs.list_subdirs(src.ino, 1, 10_000)
+        assert list(one) == subdirs[:1]  # bounded
+        got = fs.list_subdirs(src.ino, 64, 10_000)
+        assert list(got) == subdirs
+        for ino, entries in got.items():
+            assert entries == fs.readdir_details(ino, 0, 100_000)
         assert all(cache.get("dirs", t) is not None for t in subtrees)
-        assert fs.load_subdirs(lookup_path(fs, backed.src / "hello.txt").ino, 64) == 0
+        sizes = [len(got[ino]) for ino in subdirs]
+        budget = fs.list_subdirs(src.ino, 64, sizes[0])  # only the first fits
+        assert list(budget) == subdirs[:1]
+        assert fs.list_subdirs(lookup_path(fs, backed.src / "hello.txt").ino, 64, 100) == {}
     finally:
         cache.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import trio
 
@@ -105,12 +105,18 @@ class ChunkCache:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the repository index")
         return loc
 
-    async def prefetch(self, blob_ids: Iterable[bytes], budget: int) -> None:
+    async def prefetch(
+        self,
+        blob_ids: Iterable[bytes],
+        budget: int,
+        arrived: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """Fetch chunks not yet cached, up to ``budget`` bytes, in slices that run at
         once and each read neighbours in a pack together: the first chunks arrive after
-        one short read, not after the whole batch. Prefetches hold tokens of their own,
-        so a read someone is waiting for never queues behind them. Errors are left for
-        the reads that need the chunks."""
+        one short read, not after the whole batch (``arrived`` is awaited after each
+        slice, to use them at once). Prefetches hold tokens of their own, so a read
+        someone is waiting for never queues behind them. Errors are left for the reads
+        that need the chunks."""
         todo = [b for b in dict.fromkeys(blob_ids) if not self.cached(b)]
         if not todo:
             return
@@ -121,14 +127,19 @@ class ChunkCache:
         try:
             async with trio.open_nursery() as nursery:
                 for part in _slices(located, PREFETCH_SLICE):
-                    nursery.start_soon(self._prefetch_slice, part, flights)
+                    nursery.start_soon(self._prefetch_slice, part, flights, arrived)
         finally:
             for blob_id, flight in flights.items():  # only if cancelled before a slice ran
                 if self._flights.get(blob_id) is flight:
                     del self._flights[blob_id]
                     flight.done.set()
 
-    async def _prefetch_slice(self, part: list[Located], flights: dict[bytes, _Flight]) -> None:
+    async def _prefetch_slice(
+        self,
+        part: list[Located],
+        flights: dict[bytes, _Flight],
+        arrived: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         try:
             fetched = await offload(self.limiters.prefetch, self.repo.fetcher.sealed_many, part)
             for blob_id, data in await offload(self.limiters.cpu, self._open_many, fetched):
@@ -144,6 +155,8 @@ class ChunkCache:
                 if self._flights.get(blob_id) is flight:
                     del self._flights[blob_id]
                 flight.done.set()
+        if arrived is not None:
+            await arrived()
 
     def _locate_many(self, blob_ids: list[bytes], budget: int) -> list[Located]:
         located: list[Located] = []

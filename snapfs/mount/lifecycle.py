@@ -85,6 +85,7 @@ def serve(
     must stay cheap), and ``opened`` is asked for the repository only after them: the
     imports take about as long as the password's key derivation, so a caller can open
     the repository in a thread meanwhile."""
+    import pyfuse3
     import trio
 
     from snapfs.mount.chunkcache import ChunkCache
@@ -97,7 +98,8 @@ def serve(
     try:
         limiters = Limiters.create()
         fs = SnapshotFS(repo, vfs_cache)
-        ops = SnapfsOperations(fs, ChunkCache(repo, limiters, options.cache_bytes), limiters)
+        chunks = ChunkCache(repo, limiters, options.cache_bytes)
+        ops = SnapfsOperations(fs, chunks, limiters, pyfuse3.notify_store)
         ops.xattrs_enabled = fs.may_hold_xattrs()
         if not ops.xattrs_enabled:
             log.info("no snapshot holds extended attributes: xattr requests are switched off")

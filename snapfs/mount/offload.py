@@ -1,4 +1,4 @@
-"""Leaving the trio loop: every blocking call goes through one of four named limiters,
+"""Leaving the trio loop: every blocking call goes through one of five named limiters,
 so a slow store holds I/O tokens only and never starves decryption or LMDB lookups.
 
 Runs on the trio loop.
@@ -21,14 +21,18 @@ class Limiters:
     cpu: trio.CapacityLimiter
     index: trio.CapacityLimiter
     prefetch: trio.CapacityLimiter  # reads ahead: kept apart so they never delay a demand
+    pages: trio.CapacityLimiter  # page cache stores, which may wait on a READ being answered
 
     @classmethod
-    def create(cls, io: int = 8, cpu: int = 2, index: int = 4, prefetch: int = 4) -> Limiters:
+    def create(
+        cls, io: int = 8, cpu: int = 2, index: int = 4, prefetch: int = 4, pages: int = 1
+    ) -> Limiters:
         return cls(
             trio.CapacityLimiter(io),
             trio.CapacityLimiter(cpu),
             trio.CapacityLimiter(index),
             trio.CapacityLimiter(prefetch),
+            trio.CapacityLimiter(pages),
         )
 
 

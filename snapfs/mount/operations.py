@@ -14,7 +14,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -23,8 +23,9 @@ import trio
 from snapfs.errors import IntegrityError, PathNotFound, SnapfsError, StoreError
 from snapfs.mount.chunkcache import ChunkCache
 from snapfs.mount.offload import Limiters, offload
+from snapfs.mount.pagecache import PageCache, Store
 from snapfs.repo.tree import DIR, st_mode
-from snapfs.vfs.filesystem import Attr, Details, SnapshotFS
+from snapfs.vfs.filesystem import Attr, Details, FileWalk, SnapshotFS
 from snapfs.vfs.reader import ChunkMap
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,11 @@ PREFETCH_CHUNKS_REMOTE = 16  # a GET costs milliseconds: keep more of them in fl
 DETAILS_ENTRIES = 65536
 FOLLOWING_FILES = 64
 SUBDIRS_AHEAD = 64
+LISTED_AHEAD_ENTRIES = 2048  # of the subdirectories of one directory listed
+LISTINGS_ENTRIES = 8192  # listed ahead and kept
 FOLLOWING_FILES_REMOTE = 256
 FOLLOWING_BYTES = 16 << 20
+AHEAD_FILES = 4096
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
@@ -75,6 +79,25 @@ def _readonly(fn: F) -> F:
 
 
 @dataclass(slots=True)
+class _Listing:
+    """An open directory: what the last readdir fetched but could not hand over."""
+
+    inode: int
+    end: int = -1  # offset past the last entry, once known
+    rest: list[tuple[bytes, Details, int]] = field(default_factory=list)
+    rest_at: int = -1  # the offset of rest[0]
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """A read-ahead walk and how many files it has found."""
+
+    walk: FileWalk
+    taken: int = 0
+    busy: bool = False
+
+
+@dataclass(slots=True)
 class _Handle:
     ino: int
     chunks: ChunkMap
@@ -87,16 +110,27 @@ class SnapfsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: SnapshotFS, cache: ChunkCache, limiters: Limiters) -> None:
+    def __init__(
+        self,
+        fs: SnapshotFS,
+        cache: ChunkCache,
+        limiters: Limiters,
+        page_store: Store | None = None,
+    ) -> None:
+        """``page_store`` (``pyfuse3.notify_store`` once mounted) hands the files read
+        ahead to the kernel's page cache; without it they wait in the chunk cache."""
         super().__init__()
         self.fs, self.cache, self.limiters = fs, cache, limiters
+        self.pages = None if page_store is None else PageCache(cache, limiters.pages, page_store)
         self.nursery: trio.Nursery | None = None
         self.xattrs_enabled = True
         self._handles: dict[int, _Handle] = {}
-        self._dirs: dict[int, list[int]] = {}  # open directory: [inode, end offset or -1]
+        self._dirs: dict[int, _Listing] = {}
+        self._listings: OrderedDict[int, list[tuple[bytes, Details, int]]] = OrderedDict()
+        self._listings_size = 0
         self._next_fh = 1
         self._details: OrderedDict[int, Details] = OrderedDict()
-        self._walks: OrderedDict[bytes, int] = OrderedDict()  # tree -> prefetched up to
+        self._ahead: OrderedDict[int, tuple[_Ahead, int]] = OrderedDict()  # ino -> walk, #
         remote = getattr(fs.repo.store, "remote", False)
         self.prefetch_chunks = PREFETCH_CHUNKS_REMOTE if remote else PREFETCH_CHUNKS
         self.following_files = FOLLOWING_FILES_REMOTE if remote else FOLLOWING_FILES
@@ -167,41 +201,84 @@ class SnapfsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = self._next_fh
         self._next_fh += 1
-        self._dirs[fh] = [inode, -1]
+        self._dirs[fh] = _Listing(inode)
         return fh
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        """The kernel asks for a page (4 KiB, ~25 entries) at a time: the entries
+        fetched beyond what fitted answer the next call without another thread hop."""
         listing = self._dirs[fh]
-        inode, end = listing
-        if 0 <= end <= start_id:
+        if 0 <= listing.end <= start_id:
             return  # the kernel's closing call past the last entry: nothing to fetch
         if start_id == 0:
-            self._load_subdirs(inode)
-        offset = start_id
+            self._list_subdirs(listing.inode)
+            whole = self._listing(listing.inode)
+            if whole is not None:
+                listing.rest, listing.rest_at = whole, 0
+                listing.end = whole[-1][2] if whole else 0
         while True:
-            page = await offload(
-                self.limiters.index, self.fs.readdir_details, inode, offset, READDIR_PAGE
-            )
-            for name, d, next_id in page:
+            page = listing.rest if listing.rest and listing.rest_at == start_id else None
+            listing.rest = []
+            if page is None:
+                page = await offload(
+                    self.limiters.index,
+                    self.fs.readdir_details,
+                    listing.inode,
+                    start_id,
+                    READDIR_PAGE,
+                )
+                if len(page) < READDIR_PAGE:
+                    listing.end = page[-1][2] if page else start_id
+            for i, (name, d, next_id) in enumerate(page):
                 if not pyfuse3.readdir_reply(
                     token, name, self.entry(self._remember(d).attr), next_id
                 ):
+                    listing.rest, listing.rest_at = page[i:], start_id
+                    self._listed(listing.inode)
                     return
-                offset = next_id
-            if len(page) < READDIR_PAGE:
-                listing[1] = offset
+                start_id = next_id
+            if 0 <= listing.end <= start_id:
+                self._listed(listing.inode)
                 return
 
-    def _load_subdirs(self, inode: int) -> None:
-        if self.nursery is not None:
-            self.nursery.start_soon(self._load_subdirs_task, inode)
+    def _listed(self, inode: int) -> None:
+        """Files read ahead in this directory can go to the kernel once this reply
+        has introduced them (it is sent when the handler returns)."""
+        if self.pages is not None and self.nursery is not None and self.pages.listed(inode):
+            self.nursery.start_soon(self.pages.store_ready)
 
-    async def _load_subdirs_task(self, inode: int) -> None:
+    def _list_subdirs(self, inode: int) -> None:
+        if self.nursery is not None:
+            self.nursery.start_soon(self._list_subdirs_task, inode)
+
+    async def _list_subdirs_task(self, inode: int) -> None:
+        """List the subdirectories of a directory being listed, in the background:
+        their own listings are then answered on the loop, without a thread hop."""
         try:
-            await offload(self.limiters.prefetch, self.fs.load_subdirs, inode, SUBDIRS_AHEAD)
+            listings = await offload(
+                self.limiters.prefetch,
+                self.fs.list_subdirs,
+                inode,
+                SUBDIRS_AHEAD,
+                LISTED_AHEAD_ENTRIES,
+            )
         except Exception as e:  # the listing that needs a tree reports the error
-            log.debug("loading the subdirectories of inode %d failed: %s", inode, e)
+            log.debug("listing the subdirectories of inode %d failed: %s", inode, e)
+            return
+        for ino, entries in listings.items():
+            old = self._listings.pop(ino, None)
+            self._listings_size += len(entries) - (len(old) if old is not None else 0)
+            self._listings[ino] = entries
+        while self._listings_size > LISTINGS_ENTRIES:
+            _, old = self._listings.popitem(last=False)
+            self._listings_size -= len(old)
+
+    def _listing(self, inode: int) -> list[tuple[bytes, Details, int]] | None:
+        entries = self._listings.get(inode)
+        if entries is not None:
+            self._listings.move_to_end(inode)
+        return entries
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -248,7 +325,9 @@ class SnapfsOperations(pyfuse3.Operations):
         else:
             content = await offload(self.limiters.index, self.fs.content, inode)
         if d is not None and d.tree is not None:
-            self._prefetch_following(inode, d.tree, d.ordinal)
+            self._read_ahead(inode)
+        if self.pages is not None:
+            self.pages.seen(inode)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(inode, ChunkMap(content))
@@ -289,29 +368,48 @@ class SnapfsOperations(pyfuse3.Operations):
                 self.nursery.start_soon(self._prefetch_one, blob_id)
             h.prefetched = i
 
-    def _prefetch_following(self, inode: int, tree: bytes, ordinal: int) -> None:
-        """A file of a directory is opened: the files after it, in this directory and
-        the ones after, are likely next (cp -r, tar, rsync read in listing order). Fetch
-        their chunks ahead, coalesced; again only once the reader is halfway there."""
+    def _read_ahead(self, inode: int) -> None:
+        """A file in a snapshot is opened: the files after it, in its directory and
+        the ones after, are likely next (cp -r, tar, rsync read in listing order).
+        Fetch their chunks ahead, coalesced, and hand them to the kernel. The walk goes
+        on where it stopped each time the reader is halfway through what it found;
+        a file no walk found starts a new one."""
         if self.nursery is None:
             return
-        done = self._walks.get(tree, -1)
-        if ordinal + self.following_files // 2 < done:
-            return
-        self._walks[tree] = ordinal + self.following_files
-        self._walks.move_to_end(tree)
-        if len(self._walks) > 1024:
-            self._walks.popitem(last=False)
-        self.nursery.start_soon(self._prefetch_files, inode)
+        hit = self._ahead.get(inode)
+        if hit is None:
+            ahead, files = _Ahead(self.fs.files_after(inode)), self.following_files
+        else:
+            ahead, seq = hit
+            if ahead.busy or ahead.walk.done or ahead.taken - seq > self.following_files // 2:
+                return
+            files = self.following_files // 2
+        ahead.busy = True
+        self.nursery.start_soon(self._prefetch_files, ahead, files)
 
-    async def _prefetch_files(self, inode: int) -> None:
+    async def _prefetch_files(self, ahead: _Ahead, files: int) -> None:
         try:
-            ids = await offload(  # a long walk: never on the tokens listings wait for
-                self.limiters.prefetch, self.fs.following_chunks, inode, self.following_files
+            found = await offload(  # a long walk: never on the tokens listings wait for
+                self.limiters.prefetch, ahead.walk.take, files, FOLLOWING_BYTES
             )
-            await self.cache.prefetch(ids, FOLLOWING_BYTES)
+            for f in found:
+                ahead.taken += 1
+                self._ahead[f.ino] = (ahead, ahead.taken)
+                self._ahead.move_to_end(f.ino)
+            while len(self._ahead) > AHEAD_FILES:
+                self._ahead.popitem(last=False)
+            ahead.busy = False
+            arrived = None
+            if self.pages is not None:
+                self.pages.offer(found)
+                arrived = self.pages.store_ready
+                await arrived()  # those whose chunks are here already
+            ids = [blob_id for f in found for blob_id, _ in f.chunks]
+            await self.cache.prefetch(ids, FOLLOWING_BYTES, arrived)
         except Exception as e:  # the read that needs a chunk reports the error
             log.debug("prefetch of following files failed: %s", e)
+        finally:
+            ahead.busy = False
 
     async def _prefetch_one(self, blob_id: bytes) -> None:
         try:

@@ -61,16 +61,14 @@ SMALL_CONTENT = 16  # chunks; longer lists are fetched when the file is opened
 WALK_PAGE = 128
 
 
-@dataclass(slots=True)
-class _Budget:
-    """How far a look-ahead walk may go: files to collect, and entries to look at, so
-    a tree of directories without files cannot keep it going."""
+@dataclass(frozen=True, slots=True)
+class Following:
+    """A file a sequential reader is likely to open next."""
 
-    files: int
-    entries: int = 0
-
-    def done(self) -> bool:
-        return self.files <= 0 or self.entries > 4 * self.files + 4 * WALK_PAGE
+    ino: int
+    parent: int
+    size: int
+    chunks: list[tuple[bytes, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,65 +241,43 @@ class SnapshotFS:
         details = self._details(tree, [(c, o, e) for c, (o, e) in zip(inos, page, strict=True)])
         return [(e.name, d, o + 1) for (o, e), d in zip(page, details, strict=True)]
 
-    def load_subdirs(self, ino: int, limit: int) -> int:
-        """Load the trees of up to ``limit`` subdirectories of a directory into the
-        index: a directory just listed is usually entered next (cp -r, find, ls -R), and
-        then its listing costs LMDB reads instead of a fetch and a decode. Returns how
-        many were looked at."""
+    def list_subdirs(
+        self, ino: int, limit: int, max_entries: int
+    ) -> dict[int, list[tuple[bytes, Details, int]]]:
+        """The listings of up to ``limit`` subdirectories of a directory, as
+        ``readdir_details`` gives them, while they add up to at most ``max_entries``:
+        a directory just listed is usually entered next (cp -r, find, ls -R), and its
+        listing is then ready without a lookup. Subdirectories past the budget get their
+        trees loaded into the index only, so listing them costs LMDB reads instead of a
+        fetch and a decode."""
         where = self._dir_tree(ino)
         if where is None:
-            return 0
-        subtrees = [
-            e.subtree
-            for _, e in self.dirs.page(where[0], 0, max(4 * limit, 1024))
+            return {}
+        tree, snap = where
+        subdirs = [
+            (self._entry_ino(ino, snap, ordinal, e), e.subtree)
+            for ordinal, e in self.dirs.page(tree, 0, max(4 * limit, 1024))
             if e.type == DIR and e.subtree is not None
         ][:limit]
-        for tree in subtrees:
-            self.dirs.ensure(tree)
-        return len(subtrees)
+        out: dict[int, list[tuple[bytes, Details, int]]] = {}
+        for sub, subtree in subdirs:
+            self.dirs.ensure(subtree)
+            if max_entries > 0:
+                listing = self.readdir_details(sub, 0, max_entries + 1)
+                if len(listing) <= max_entries:
+                    out[sub] = listing
+                max_entries -= len(listing)
+        return out
 
     def may_hold_xattrs(self) -> bool:
         """Whether any snapshot has extended attributes (older ones may, unrecorded)."""
         return any(s.summary.get("xattrs", 1) for s in self.repo.list_snapshots())
 
-    def following_chunks(self, ino: int, files: int) -> list[bytes]:
-        """Chunk ids of the next ``files`` regular files after file ``ino`` in
-        depth-first listing order, on into the directories after its own: what
-        ``cp -r``, tar and rsync read next, and the order the writer stored them in."""
-        out: list[bytes] = []
-        try:
-            w = self._where(ino)
-            tree, start, dir_ino = w.tree, w.ordinal + 1, w.parent
-            budget = _Budget(files)
-            while True:
-                self._files_from(tree, start, budget, out)
-                if budget.done() or self.layout().get(dir_ino) is not None:
-                    return out  # enough, or the snapshot's root is finished
-                up = self._where(dir_ino)  # go on after this directory in its parent
-                tree, start, dir_ino = up.tree, up.ordinal + 1, up.parent
-        except PathNotFound:
-            return out
-
-    def _files_from(self, tree: bytes, start: int, budget: _Budget, out: list[bytes]) -> None:
-        """Depth-first from entry ``start`` of ``tree`` to its end, or the budget's."""
-        stack = [(tree, start)]
-        while stack and not budget.done():
-            t, pos = stack.pop()
-            page = self.dirs.page(t, pos, WALK_PAGE)
-            budget.entries += len(page)
-            files: list[int] = []
-            for ordinal, e in page:
-                if e.type == FILE and e.size > 0:
-                    files.append(ordinal)
-                elif e.type == DIR and e.subtree is not None:
-                    stack += [(t, ordinal + 1), (e.subtree, 0)]  # the subtree first
-                    break
-            else:
-                if len(page) == WALK_PAGE:
-                    stack.append((t, pos + WALK_PAGE))
-            files = files[: budget.files]
-            budget.files -= len(files)
-            out += [blob_id for content in self.dirs.contents(t, files) for blob_id, _ in content]
+    def files_after(self, ino: int) -> FileWalk:
+        """The regular files after file ``ino`` in depth-first listing order, on into
+        the directories after its own: what ``cp -r``, tar and rsync read next, and the
+        order the writer stored them in."""
+        return FileWalk(self, ino)
 
     def readlink(self, ino: int) -> bytes:
         node = self.layout().get(ino)
@@ -340,3 +316,85 @@ class SnapshotFS:
             return f"inode {ino}"
         path = b"/" + b"/".join(reversed(parts))
         return f"snapshot {label}: {path.decode('utf-8', 'backslashreplace')}"
+
+
+class FileWalk:
+    """A resumable depth-first walk over the files after one file. Each ``take``
+    goes on where the last stopped, so a reader that keeps going costs every entry
+    one look, however often the walk is extended. Not thread-safe: one ``take`` at a
+    time (each is a unit of work for a worker thread)."""
+
+    def __init__(self, fs: SnapshotFS, ino: int) -> None:
+        self.fs = fs
+        self.ino = ino
+        self.done = False
+        self._stack: list[_Where] | None = None  # positions still to visit, next last
+        self._outer = 0  # the directory the walk climbs out of once the stack is empty
+        self._snapshot = 0
+
+    def take(self, files: int, max_bytes: int) -> list[Following]:
+        """The next non-empty files, up to ``files`` of them or ``max_bytes`` of
+        contents (at least one file). Inodes are numbered as lookups and listings
+        number them, so a front end can hand the contents to the kernel under the
+        inode it will be asked for. Looks at a bounded number of entries, so a tree of
+        directories without files cannot keep one call going."""
+        out: list[Following] = []
+        try:
+            if self._stack is None:
+                w = self.fs._where(self.ino)
+                self._stack = [_Where(w.parent, w.snapshot, w.tree, w.ordinal + 1)]
+                self._outer, self._snapshot = w.parent, w.snapshot
+            entries, size = 0, 0
+            while len(out) < files and size < max_bytes and entries < 4 * (files + WALK_PAGE):
+                if not self._stack and not self._climb():
+                    self.done = True
+                    break
+                found, looked = self._visit(self._stack.pop(), files - len(out), max_bytes - size)
+                out += found
+                entries += looked
+                size += sum(f.size for f in found)
+        except PathNotFound:
+            self.done = True
+        return out
+
+    def _climb(self) -> bool:
+        """Go on after the outermost directory walked, in its parent."""
+        assert self._stack is not None
+        if self.fs.layout().get(self._outer) is not None:
+            return False  # the snapshot's root is finished
+        up = self.fs._where(self._outer)
+        self._stack.append(_Where(up.parent, self._snapshot, up.tree, up.ordinal + 1))
+        self._outer = up.parent
+        return True
+
+    def _visit(self, w: _Where, files: int, max_bytes: int) -> tuple[list[Following], int]:
+        """Files from entry ``w.ordinal`` of directory ``w.parent`` (listing ``w.tree``)
+        up to its first subdirectory, which is pushed to be visited next, then the
+        rest of this directory after it; or up to the budget, and the rest is pushed.
+        Returns the files and the entries looked at."""
+        assert self._stack is not None
+        fs = self.fs
+        page = fs.dirs.page(w.tree, w.ordinal, WALK_PAGE)
+        found: list[tuple[int, Entry]] = []
+        for ordinal, e in page:
+            if len(found) == files or max_bytes <= 0:
+                self._stack.append(_Where(w.parent, w.snapshot, w.tree, ordinal))
+                break
+            if e.type == FILE and e.size > 0:
+                found.append((ordinal, e))
+                max_bytes -= e.size
+            elif e.type == DIR and e.subtree is not None:
+                sub = fs._entry_ino(w.parent, w.snapshot, ordinal, e)
+                self._stack += [  # the subtree first
+                    _Where(w.parent, w.snapshot, w.tree, ordinal + 1),
+                    _Where(sub, w.snapshot, e.subtree, 0),
+                ]
+                break
+        else:
+            if len(page) == WALK_PAGE:
+                self._stack.append(_Where(w.parent, w.snapshot, w.tree, w.ordinal + WALK_PAGE))
+        contents = fs.dirs.contents(w.tree, [ordinal for ordinal, _ in found])
+        return [
+            Following(fs._entry_ino(w.parent, w.snapshot, ordinal, e), w.parent, e.size, content)
+            for (ordinal, e), content in zip(found, contents, strict=True)
+        ], len(page)
