@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
+import mmap
 import os
 import random
 import shutil
@@ -31,6 +33,7 @@ from tests.test_cli import one_line_error
 from tests.trees import assert_same_tree
 
 BIG = 12 << 20
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @pytest.fixture
@@ -75,6 +78,49 @@ def test_cp_a_out_of_the_mount_equals_the_source(
 ) -> None:
     subprocess.run(["cp", "-a", str(snapshot_dir), str(tmp_path / "copy")], check=True)
     assert_same_tree(src, tmp_path / "copy")
+
+
+def resident(path: Path) -> bool:
+    """Whether every page of the file is in the kernel's page cache (mincore on a
+    mapping, which reads nothing)."""
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        vec = (ctypes.c_ubyte * pages)()
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        if LIBC.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) != 0:
+            raise OSError(ctypes.get_errno(), "mincore failed")
+        result = all(v & 1 for v in vec)
+        del addr  # no export of m may outlive it
+    return result
+
+
+def test_files_after_an_opened_one_are_in_the_page_cache_before_they_are_read(
+    cli: Cli, src: Path, tmp_path: Path
+) -> None:
+    """What makes ``cp -r`` fast: opening docs/note0.txt puts the files listed after it
+    into the kernel's page cache, so reading them asks the mount for nothing. (The test
+    waits for the read-ahead to have found them: a file opened before that is left to
+    the kernel's own READ, and checking residency opens the file.)"""
+    cli.ok("init")
+    cli.ok("snapshot", str(src))
+    mnt = tmp_path / "mnt"
+    with mounted(cli.env | {"SNAPFS_DEBUG": "1"}, mnt):
+        (name,) = os.listdir(mnt / "snapshots")
+        docs = mnt / "snapshots" / name / str(src).lstrip("/") / "docs"
+        names = sorted(n for n in os.listdir(docs) if (src / "docs" / n).is_file())
+        assert (docs / names[0]).read_bytes() == (src / "docs" / names[0]).read_bytes()
+        log = tmp_path / "mnt.log"
+        deadline = time.monotonic() + 20
+        while "read ahead: " not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.02)
+        rest = [docs / n for n in names[1:]]
+        while not all(resident(p) for p in rest):
+            assert time.monotonic() < deadline, [p.name for p in rest if not resident(p)]
+            time.sleep(0.05)
+        for p in rest:
+            assert p.read_bytes() == (src / "docs" / p.name).read_bytes()
 
 
 def test_random_preads_on_a_large_file(snapshot_dir: Path, src: Path) -> None:

@@ -466,6 +466,75 @@ def test_sequential_reads_with_prefetch(backed: Backed) -> None:
     run(main)
 
 
+@dataclass
+class FakeKernel:
+    """The kernel's side of NOTIFY_STORE: it takes pages only for inodes a listing
+    has introduced, and ENOENT otherwise."""
+
+    known: set[int] = field(default_factory=set)
+    pages: dict[int, bytes] = field(default_factory=dict)
+    refused: list[int] = field(default_factory=list)
+
+    def store(self, ino: int, offset: int, data: bytes) -> None:
+        if ino not in self.known:
+            self.refused.append(ino)
+            raise OSError(errno.ENOENT, "unknown inode")
+        assert offset == 0
+        self.pages[ino] = data
+
+
+async def list_into(
+    kernel: FakeKernel, ops: SnapfsOperations, ino: int, monkeypatch: pytest.MonkeyPatch
+) -> dict[bytes, int]:
+    entries = await read_all_pages(ops, ino, monkeypatch, capacity=3)
+    kernel.known |= {child for _, child, _ in entries}
+    return {name: child for name, child, _ in entries}
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 10) -> None:
+    for _ in range(int(seconds * 100)):
+        if check():
+            return
+        await trio.sleep(0.01)
+    raise AssertionError(f"not so after {seconds} s")
+
+
+def test_files_after_an_opened_one_go_to_the_page_cache_once_listed(
+    backed: Backed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cp -r`` opens seq/f0: the rest of seq and the files after it are fetched and
+    handed to the kernel, each once it knows the inode (its directory was listed), byte
+    for byte; the opened file itself is the kernel's to read."""
+    b = backed
+    kernel = FakeKernel()
+
+    async def main() -> None:
+        limiters = Limiters.create()
+        ops = SnapfsOperations(b.fs, ChunkCache(b.repo, limiters, 64 * MiB), limiters, kernel.store)
+        root = await walk(ops, b, b.src)
+        async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
+            top = await list_into(kernel, ops, root.st_ino, monkeypatch)
+            seq = await list_into(kernel, ops, top[b"seq"], monkeypatch)
+            fi = await ops.open(seq[b"f0.txt"], os.O_RDONLY, CTX)
+            following = {seq[b"f%d.txt" % i]: b.src / "seq" / f"f{i}.txt" for i in range(1, 8)}
+            following[top[b"small.txt"]] = b.src / "small.txt"
+            await eventually(lambda: set(kernel.pages) >= set(following))
+            await eventually(lambda: len(kernel.refused) > 0)  # sub/note.txt: not listed
+            assert set(kernel.pages) == set(following)
+            for ino, path in following.items():
+                assert kernel.pages[ino] == path.read_bytes()
+            sub = await list_into(kernel, ops, top[b"sub"], monkeypatch)
+            await eventually(lambda: sub[b"note.txt"] in kernel.pages)
+            assert kernel.pages[sub[b"note.txt"]] == (b.src / "sub" / "note.txt").read_bytes()
+            assert seq[b"f0.txt"] not in kernel.pages
+            assert await ops.read(fi.fh, 0, 4096) == (b.src / "seq" / "f0.txt").read_bytes()
+            await ops.release(fi.fh)
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
 def test_a_corrupt_chunk_reads_as_eio(backed: Backed, caplog: pytest.LogCaptureFixture) -> None:
     b = backed
     data = (b.src / "big.bin").read_bytes()

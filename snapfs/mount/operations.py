@@ -212,11 +212,11 @@ class SnapfsOperations(pyfuse3.Operations):
         if 0 <= listing.end <= start_id:
             return  # the kernel's closing call past the last entry: nothing to fetch
         if start_id == 0:
-            self._list_subdirs(listing.inode)
             whole = self._listing(listing.inode)
             if whole is not None:
                 listing.rest, listing.rest_at = whole, 0
                 listing.end = whole[-1][2] if whole else 0
+                self._list_subdirs(listing.inode)
         while True:
             page = listing.rest if listing.rest and listing.rest_at == start_id else None
             listing.rest = []
@@ -230,6 +230,8 @@ class SnapfsOperations(pyfuse3.Operations):
                 )
                 if len(page) < READDIR_PAGE:
                     listing.end = page[-1][2] if page else start_id
+                if start_id == 0:  # now the subdirectories' inodes are known
+                    self._list_subdirs(listing.inode)
             for i, (name, d, next_id) in enumerate(page):
                 if not pyfuse3.readdir_reply(
                     token, name, self.entry(self._remember(d).attr), next_id
@@ -392,6 +394,7 @@ class SnapfsOperations(pyfuse3.Operations):
             found = await offload(  # a long walk: never on the tokens listings wait for
                 self.limiters.prefetch, ahead.walk.take, files, FOLLOWING_BYTES
             )
+            log.debug("read ahead: %d files after inode %d", len(found), ahead.walk.ino)
             for f in found:
                 ahead.taken += 1
                 self._ahead[f.ino] = (ahead, ahead.taken)

@@ -47,12 +47,13 @@ class PageCache:
         self._listed: OrderedDict[int, None] = OrderedDict()
 
     def seen(self, ino: int) -> None:
-        """The kernel has the file's pages, or had them: it was opened or stored."""
+        """The kernel has the file's pages, or reads them itself: it was stored, or
+        opened (then a store already under way still goes ahead: it may land before
+        the first READ)."""
         self._seen[ino] = None
         self._seen.move_to_end(ino)
         if len(self._seen) > SEEN_INODES:
             self._seen.popitem(last=False)
-        self._pending.pop(ino, None)
 
     def offer(self, files: list[Following]) -> None:
         """Files a reader is likely to open next: stored once their chunks are here."""
