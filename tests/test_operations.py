@@ -42,7 +42,7 @@ from snapfs.repo.format import BlobLocation, pack_name
 from snapfs.repo.repository import Repository
 from snapfs.repo.snapshot import Snapshot
 from snapfs.store import Store
-from snapfs.vfs.filesystem import SnapshotFS
+from snapfs.vfs.filesystem import Details, SnapshotFS
 from snapfs.vfs.inodes import ROOT_INODE
 from snapfs.vfs.layout import snapshot_names
 from snapfs.writer.backup import Backup, BackupOptions
@@ -497,6 +497,39 @@ async def eventually(check: Callable[[], bool], seconds: float = 10) -> None:
             return
         await trio.sleep(0.01)
     raise AssertionError(f"not so after {seconds} s")
+
+
+def test_subdirectories_are_listed_ahead_and_answered_without_a_thread_hop(
+    backed: Backed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing a directory lists its subdirectories in the background; listing one of
+    them then gives the same entries, page by page, without calling into SnapshotFS."""
+    b = backed
+
+    async def main() -> None:
+        ops = make_ops(b)
+        root = await walk(ops, b, b.src)
+        async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
+            top = {
+                name: ino for name, ino, _ in await read_all_pages(ops, root.st_ino, monkeypatch, 5)
+            }
+            expected = [(n, d.attr.ino) for n, d, _ in b.fs.readdir_details(top[b"seq"], 0, 100)]
+            await eventually(lambda: ops._listing(top[b"seq"]) is not None)
+            calls: list[int] = []
+            real = b.fs.readdir_details
+
+            def counted(ino: int, start: int, limit: int) -> list[tuple[bytes, Details, int]]:
+                calls.append(ino)
+                return real(ino, start, limit)
+
+            monkeypatch.setattr(b.fs, "readdir_details", counted)
+            got = await read_all_pages(ops, top[b"seq"], monkeypatch, capacity=3)
+            assert [(n, ino) for n, ino, _ in got] == expected
+            assert top[b"seq"] not in calls
+            nursery.cancel_scope.cancel()
+
+    run(main)
 
 
 def test_files_after_an_opened_one_go_to_the_page_cache_once_listed(

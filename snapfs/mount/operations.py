@@ -217,6 +217,8 @@ class SnapfsOperations(pyfuse3.Operations):
                 listing.rest, listing.rest_at = whole, 0
                 listing.end = whole[-1][2] if whole else 0
                 self._list_subdirs(listing.inode)
+                if not whole:
+                    return
         while True:
             page = listing.rest if listing.rest and listing.rest_at == start_id else None
             listing.rest = []
