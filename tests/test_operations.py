@@ -38,11 +38,12 @@ from snapfs.mount.operations import (
     READDIR_PAGE,
     SnapfsOperations,
 )
+from snapfs.mount.pagecache import PageCache
 from snapfs.repo.format import BlobLocation, pack_name
 from snapfs.repo.repository import Repository
 from snapfs.repo.snapshot import Snapshot
 from snapfs.store import Store
-from snapfs.vfs.filesystem import Details, SnapshotFS
+from snapfs.vfs.filesystem import Details, Following, SnapshotFS
 from snapfs.vfs.inodes import ROOT_INODE
 from snapfs.vfs.layout import snapshot_names
 from snapfs.writer.backup import Backup, BackupOptions
@@ -528,6 +529,25 @@ def test_subdirectories_are_listed_ahead_and_answered_without_a_thread_hop(
             assert [(n, ino) for n, ino, _ in got] == expected
             assert top[b"seq"] not in calls
             nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_files_opened_or_stored_before_are_not_fetched_again(backed: Backed) -> None:
+    """A second ``cp -r`` of a tree: the kernel has the files (stored, or read when
+    opened), so a read-ahead walk over them offers nothing and fetches nothing."""
+    b = backed
+    kernel = FakeKernel()
+    files = [Following(ino, ROOT_INODE, 1, [(bytes(32), 1)]) for ino in (11, 12, 13)]
+
+    async def main() -> None:
+        limiters = Limiters.create()
+        pages = PageCache(ChunkCache(b.repo, limiters, MiB), limiters.pages, kernel.store)
+        pages.seen(12)
+        assert pages.offer(files) == [files[0], files[2]]
+        pages.seen(11)
+        pages.seen(13)
+        assert pages.offer(files) == []
 
     run(main)
 

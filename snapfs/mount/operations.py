@@ -406,7 +406,7 @@ class SnapfsOperations(pyfuse3.Operations):
             ahead.busy = False
             arrived = None
             if self.pages is not None:
-                self.pages.offer(found)
+                found = self.pages.offer(found)
                 arrived = self.pages.store_ready
                 await arrived()  # those whose chunks are here already
             ids = [blob_id for f in found for blob_id, _ in f.chunks]

@@ -55,15 +55,17 @@ class PageCache:
         if len(self._seen) > SEEN_INODES:
             self._seen.popitem(last=False)
 
-    def offer(self, files: list[Following]) -> None:
-        """Files a reader is likely to open next: stored once their chunks are here."""
+    def offer(self, files: list[Following]) -> list[Following]:
+        """Files a reader is likely to open next: stored once their chunks are here.
+        Returns those worth fetching: the kernel has the others, or reads them itself."""
         if not self.enabled:
-            return
-        for f in files:
-            if f.ino not in self._seen:
-                self._pending[f.ino] = f
+            return files
+        wanted = [f for f in files if f.ino not in self._seen]
+        for f in wanted:
+            self._pending[f.ino] = f
         while len(self._pending) > PENDING_FILES:  # the oldest are likely read by now
             self._pending.popitem(last=False)
+        return wanted
 
     def listed(self, dir_ino: int) -> bool:
         """The kernel has just listed a directory, so it knows its files now. Returns
