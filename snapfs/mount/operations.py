@@ -23,7 +23,7 @@ import trio
 from snapfs.errors import IntegrityError, PathNotFound, SnapfsError, StoreError
 from snapfs.mount.chunkcache import ChunkCache
 from snapfs.mount.offload import Limiters, offload
-from snapfs.mount.pagecache import PageCache, Store
+from snapfs.mount.pagecache import PageCache, PageStore
 from snapfs.repo.tree import DIR, st_mode
 from snapfs.vfs.filesystem import Attr, Details, FileWalk, SnapshotFS
 from snapfs.vfs.reader import ChunkMap
@@ -115,7 +115,7 @@ class SnapfsOperations(pyfuse3.Operations):
         fs: SnapshotFS,
         cache: ChunkCache,
         limiters: Limiters,
-        page_store: Store | None = None,
+        page_store: PageStore | None = None,
     ) -> None:
         """``page_store`` (``pyfuse3.notify_store`` once mounted) hands the files read
         ahead to the kernel's page cache; without it they wait in the chunk cache."""

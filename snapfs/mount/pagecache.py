@@ -32,11 +32,11 @@ PENDING_FILES = 1024
 LISTED_DIRS = 1024
 BATCH_BYTES = 4 << 20  # contents handed to the thread per hop
 
-Store = Callable[[int, int, bytes], None]  # pyfuse3.notify_store(inode, offset, data)
+PageStore = Callable[[int, int, bytes], None]  # pyfuse3.notify_store(inode, offset, data)
 
 
 class PageCache:
-    def __init__(self, chunks: ChunkCache, limiter: trio.CapacityLimiter, store: Store) -> None:
+    def __init__(self, chunks: ChunkCache, limiter: trio.CapacityLimiter, store: PageStore) -> None:
         self.chunks = chunks
         self.limiter = limiter
         self.store = store
